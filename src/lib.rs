@@ -1,0 +1,10 @@
+//! dpo-lora: Direct Preference Optimization with LoRA adapters over a frozen, quantized GGUF base.
+//!
+//! ```text
+//! recipe ──► data ──► model (+lora) ──► loss ──► train ──► export
+//!              ▲          ▲                         │
+//!          tokenizer ◄── gguf ◄─────────────────────┘
+//! ```
+//!
+//! - [`gguf`]: open a GGUF file as untrusted input, typed metadata, tensors.
+pub mod gguf;
