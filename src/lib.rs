@@ -8,3 +8,4 @@
 //!
 //! - [`gguf`]: open a GGUF file as untrusted input, typed metadata, tensors.
 pub mod gguf;
+pub mod model;

@@ -1,0 +1,178 @@
+//! The log-prob head: `h (n, hidden) -> log p(target_i | h_i)` through the output matrix `W (vocab, hidden)`.
+//!
+//! Owns: the vocabulary projection and log-softmax, streamed over blocks of vocabulary rows with an
+//! online log-sum-exp, so `(positions x vocab)` logits never exist at once (Gemma's 262,144-token
+//! vocabulary makes them 268 MB per 256 positions), and the matrix is dequantized block by block.
+//! Only the positions that are scored are passed in (completion tokens), never prompt positions.
+//!
+//! Gradient: `d logp_i / d h_i = W[t_i] - Σ_v softmax_v · W_v`. It is accumulated in the same pass
+//! as the forward when a gradient is wanted (one more gemm per block, no second dequantization),
+//! and attached with a first-order identity: `out = logp + (h·J) - stopgrad(h·J)`, whose value is
+//! exactly `logp` and whose gradient w.r.t. `h` is exactly `J`.
+
+use candle_core::{Result, Tensor, D};
+use rayon::prelude::*;
+
+use super::qweight::{gemm_f32, QWeight};
+
+/// Logits held at once: `n x block` floats stay under this (16 MB).
+const MAX_LOGITS: usize = 4 << 20;
+
+/// `h (n, hidden)`, `targets (n)` -> `(n,)` natural-log probabilities, f32 on `h`'s device.
+/// When `h` tracks gradients the result is differentiable w.r.t. `h`.
+pub fn token_logps(h: &Tensor, targets: &[u32], w: &QWeight) -> Result<Tensor> {
+    let (n, d) = h.dims2()?;
+    if n != targets.len() || d != w.cols() {
+        candle_core::bail!("head: h {:?} for {} targets and W {:?}", h.dims(), targets.len(), w)
+    }
+    if n == 0 {
+        return Tensor::zeros(0, candle_core::DType::F32, h.device());
+    }
+    let need_grad = h.track_op();
+    let hv = h.contiguous()?.flatten_all()?.to_vec1::<f32>()?;
+    let trow = w.gather_rows(targets, &candle_core::Device::Cpu)?.flatten_all()?.to_vec1::<f32>()?;
+    let vocab = w.rows();
+    let block = (MAX_LOGITS / n).clamp(256, vocab.max(256)).min(vocab);
+
+    let mut m = vec![f32::NEG_INFINITY; n];
+    let mut s = vec![0f64; n];
+    let mut acc = if need_grad { vec![0f32; n * d] } else { Vec::new() };
+    let mut wbuf = vec![0f32; block * d];
+    let mut logits = vec![0f32; n * block];
+    let mut r0 = 0;
+    while r0 < vocab {
+        let r1 = (r0 + block).min(vocab);
+        let c = r1 - r0;
+        let wc = &mut wbuf[..c * d];
+        w.dequantize_rows(r0, r1, wc)?;
+        let lg = &mut logits[..n * c];
+        // lg (n, c) = h (n, d) · wcᵀ (d, c)
+        unsafe {
+            gemm_f32(n, c, d, lg.as_mut_ptr(), 1, c as isize, false, hv.as_ptr(), 1, d as isize, wc.as_ptr(), d as isize, 1);
+        }
+        // Online log-sum-exp; rows become exp(logit - running max). When the max moves, what was
+        // accumulated is rescaled by exp(old - new).
+        let rescale: Vec<f32> = lg
+            .par_chunks_mut(c)
+            .zip(m.par_iter_mut())
+            .zip(s.par_iter_mut())
+            .map(|((row, mi), si)| {
+                let cm = row.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+                let mut factor = 1f32;
+                if cm > *mi {
+                    factor = (*mi - cm).exp();
+                    *si *= factor as f64;
+                    *mi = cm;
+                }
+                let mut sum = 0f64;
+                for x in row.iter_mut() {
+                    *x = (*x - *mi).exp();
+                    sum += *x as f64;
+                }
+                *si += sum;
+                factor
+            })
+            .collect();
+        if need_grad {
+            acc.par_chunks_mut(d).zip(rescale.par_iter()).for_each(|(a, &f)| {
+                if f != 1.0 {
+                    a.iter_mut().for_each(|x| *x *= f);
+                }
+            });
+            // acc (n, d) += P (n, c) · wc (c, d)
+            unsafe {
+                gemm_f32(n, d, c, acc.as_mut_ptr(), 1, d as isize, true, lg.as_ptr(), 1, c as isize, wc.as_ptr(), 1, d as isize);
+            }
+        }
+        r0 = r1;
+    }
+    let logp: Vec<f32> = (0..n)
+        .map(|i| {
+            let tl: f64 = hv[i * d..(i + 1) * d]
+                .iter()
+                .zip(&trow[i * d..(i + 1) * d])
+                .map(|(a, b)| *a as f64 * *b as f64)
+                .sum();
+            (tl - (m[i] as f64 + s[i].ln())) as f32
+        })
+        .collect();
+    let logp = Tensor::from_vec(logp, n, h.device())?;
+    if !need_grad {
+        return Ok(logp);
+    }
+    // J_i = W[t_i] - acc_i / s_i
+    let jac: Vec<f32> = (0..n * d)
+        .map(|k| {
+            let i = k / d;
+            trow[k] - (acc[k] as f64 / s[i]) as f32
+        })
+        .collect();
+    let jac = Tensor::from_vec(jac, (n, d), h.device())?;
+    let lin = h.mul(&jac)?.sum(D::Minus1)?;
+    logp + (&lin - lin.detach())?
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use candle_core::quantized::{GgmlDType, QTensor};
+    use candle_core::{Device, Var};
+
+    fn lcg(n: usize, seed: u64, scale: f32) -> Vec<f32> {
+        let mut s = seed;
+        (0..n)
+            .map(|_| {
+                s = s.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+                (((s >> 33) as f32 / (1u64 << 31) as f32) - 0.5) * scale
+            })
+            .collect()
+    }
+
+    /// Against dense log_softmax over full logits, value and gradient, with a vocabulary that
+    /// spans several blocks (the online rescaling path).
+    #[test]
+    fn matches_dense_log_softmax_and_its_gradient() {
+        let dev = Device::Cpu;
+        let (n, d, v) = (700, 64, 9000);
+        let w = Tensor::from_vec(lcg(v * d, 1, 2.0), (v, d), &dev).unwrap();
+        let qw = QWeight::new(QTensor::quantize(&w, GgmlDType::F32).unwrap()).unwrap();
+        let targets: Vec<u32> = (0..n as u32).map(|i| (i * 7919) % v as u32).collect();
+        let h = Var::from_vec(lcg(n * d, 2, 3.0), (n, d), &dev).unwrap();
+        let coef = Tensor::from_vec(lcg(n, 3, 1.0), n, &dev).unwrap();
+
+        let ours = token_logps(h.as_tensor(), &targets, &qw).unwrap();
+        let g_ours = ours.mul(&coef).unwrap().sum_all().unwrap().backward().unwrap();
+        let g_ours = g_ours.get(h.as_tensor()).unwrap().flatten_all().unwrap().to_vec1::<f32>().unwrap();
+
+        let logits = h.as_tensor().matmul(&w.t().unwrap()).unwrap();
+        let lsm = logits.broadcast_sub(&logits.exp().unwrap().sum_keepdim(1).unwrap().log().unwrap()).unwrap();
+        let idx = Tensor::from_vec(targets.clone(), (n, 1), &dev).unwrap();
+        let dense = lsm.gather(&idx, 1).unwrap().squeeze(1).unwrap();
+        let g_dense = dense.mul(&coef).unwrap().sum_all().unwrap().backward().unwrap();
+        let g_dense = g_dense.get(h.as_tensor()).unwrap().flatten_all().unwrap().to_vec1::<f32>().unwrap();
+
+        let a = ours.to_vec1::<f32>().unwrap();
+        let b = dense.to_vec1::<f32>().unwrap();
+        for (x, y) in a.iter().zip(&b) {
+            assert!((x - y).abs() < 1e-3 * (1.0 + y.abs()), "{x} vs {y}");
+        }
+        let max_g = g_dense.iter().fold(0f32, |m, x| m.max(x.abs()));
+        for (x, y) in g_ours.iter().zip(&g_dense) {
+            assert!((x - y).abs() < 1e-4 * (1.0 + max_g), "{x} vs {y}");
+        }
+    }
+
+    #[test]
+    fn no_grad_path_returns_same_values() {
+        let dev = Device::Cpu;
+        let (n, d, v) = (5, 32, 300);
+        let w = Tensor::from_vec(lcg(v * d, 4, 1.0), (v, d), &dev).unwrap();
+        let qw = QWeight::new(QTensor::quantize(&w, GgmlDType::Q8_0).unwrap()).unwrap();
+        let targets = [1u32, 2, 3, 299, 0];
+        let hv = lcg(n * d, 5, 1.0);
+        let a = token_logps(&Tensor::from_vec(hv.clone(), (n, d), &dev).unwrap(), &targets, &qw).unwrap();
+        let hvar = Var::from_vec(hv, (n, d), &dev).unwrap();
+        let b = token_logps(hvar.as_tensor(), &targets, &qw).unwrap();
+        assert_eq!(a.to_vec1::<f32>().unwrap(), b.to_vec1::<f32>().unwrap());
+    }
+}

@@ -1,0 +1,323 @@
+//! The model: a frozen quantized GGUF base (+ optional LoRA adapters), run over whole padded
+//! sequences for training and scoring.
+//!
+//! Owns: loading the base from GGUF (weights stay in their quant types), the differentiable
+//! forward (no KV cache; causal and sliding-window masks), and summed completion log-probs.
+//! Does not: tokenize (see `tokenizer`), build batches from records (see `data`), or know losses.
+//!
+//! Every tensor inside dpo-lora is in Hugging Face's layout: llama.cpp's Q/K row permutation for
+//! llama-type models is undone at load, so RoPE is the half-split form for every architecture and
+//! a LoRA B on q/k is already in PEFT's row order. References: HF `modeling_llama.py`,
+//! `modeling_qwen2/3.py`, `modeling_gemma3.py`; llama.cpp `src/models/*.cpp`.
+
+pub mod config;
+pub mod head;
+pub mod layers;
+pub mod lora;
+pub mod qlinear;
+pub mod qweight;
+
+use candle_core::{Device, Result, Tensor};
+
+use crate::gguf::{GgufError, GgufFile};
+pub use config::{Arch, Config};
+use layers::{apply_rope, attention, attention_mask, rms_norm, rope_tables};
+pub use lora::{Adapters, Lora, LoraLinear, Target};
+use qlinear::QLinear;
+use qweight::QWeight;
+
+struct Block {
+    attn_norm: Tensor,
+    q: QLinear,
+    k: QLinear,
+    v: QLinear,
+    o: QLinear,
+    q_norm: Option<Tensor>,
+    k_norm: Option<Tensor>,
+    post_attn_norm: Option<Tensor>,
+    ffn_norm: Tensor,
+    gate: QLinear,
+    up: QLinear,
+    down: QLinear,
+    post_ffn_norm: Option<Tensor>,
+}
+
+pub struct Model {
+    pub config: Config,
+    embed: QWeight,
+    /// `None` when the output projection is tied to the embedding.
+    output: Option<QWeight>,
+    output_norm: Tensor,
+    blocks: Vec<Block>,
+    rope_freq_factors: Option<Vec<f32>>,
+    device: Device,
+}
+
+/// A token sequence and where its scored part starts: tokens `ids[score_from..]` are scored,
+/// each from the position before it (so `score_from >= 1`).
+#[derive(Debug, Clone, Copy)]
+pub struct Scored<'a> {
+    pub ids: &'a [u32],
+    pub score_from: usize,
+}
+
+/// Per-sequence sums `(n_seq,)` and the per-token log-probs `(n_tokens,)` behind them.
+pub struct SeqLogps {
+    pub sums: Tensor,
+    pub tokens: Tensor,
+    /// Token range of each sequence in `tokens`.
+    pub ranges: Vec<std::ops::Range<usize>>,
+}
+
+impl Model {
+    pub fn load(f: &GgufFile, device: &Device) -> std::result::Result<Self, GgufError> {
+        let config = Config::from_gguf(f)?;
+        let c = &config;
+        let (hd, h) = (c.head_dim, c.hidden);
+        let mat = |name: &str, rows: usize, cols: usize| -> std::result::Result<QWeight, GgufError> {
+            let q = f.tensor(name, &[rows, cols], device)?;
+            QWeight::new(q).map_err(|e| tensor_err(f, name, e))
+        };
+        let vec = |name: &str, len: usize| -> std::result::Result<Tensor, GgufError> {
+            let q = f.tensor(name, &[len], device)?;
+            q.dequantize(device).map_err(|e| tensor_err(f, name, e))
+        };
+        let opt_vec = |name: &str, len: usize| -> std::result::Result<Option<Tensor>, GgufError> {
+            if f.has_tensor(name) {
+                vec(name, len).map(Some)
+            } else {
+                Ok(None)
+            }
+        };
+        let embed = mat("token_embd.weight", c.vocab, h)?;
+        let output = if f.has_tensor("output.weight") {
+            Some(mat("output.weight", c.vocab, h)?)
+        } else {
+            None
+        };
+        let output_norm = vec("output_norm.weight", h)?;
+        let rope_freq_factors = if f.has_tensor("rope_freqs.weight") {
+            Some(vec("rope_freqs.weight", hd / 2)?.to_vec1::<f32>().map_err(|e| tensor_err(f, "rope_freqs.weight", e))?)
+        } else {
+            None
+        };
+        let mut blocks = Vec::with_capacity(c.n_layer);
+        for il in 0..c.n_layer {
+            let p = |s: &str| format!("blk.{il}.{s}");
+            let mut q = mat(&p("attn_q.weight"), c.n_head * hd, h)?;
+            let mut k = mat(&p("attn_k.weight"), c.n_kv_head * hd, h)?;
+            let mut qb = opt_vec(&p("attn_q.bias"), c.n_head * hd)?;
+            let mut kb = opt_vec(&p("attn_k.bias"), c.n_kv_head * hd)?;
+            if c.arch == Arch::Llama {
+                let pq = unpermute_qk(c.n_head, hd);
+                let pk = unpermute_qk(c.n_kv_head, hd);
+                q = q.permute_rows(&pq).map_err(|e| tensor_err(f, &p("attn_q.weight"), e))?;
+                k = k.permute_rows(&pk).map_err(|e| tensor_err(f, &p("attn_k.weight"), e))?;
+                qb = qb.map(|b| permute_vec(&b, &pq)).transpose().map_err(|e| tensor_err(f, &p("attn_q.bias"), e))?;
+                kb = kb.map(|b| permute_vec(&b, &pk)).transpose().map_err(|e| tensor_err(f, &p("attn_k.bias"), e))?;
+            }
+            if c.arch.has_qkv_bias() && (qb.is_none() || kb.is_none()) {
+                return Err(GgufError::MissingTensor { path: f.path.clone(), name: p("attn_q.bias / attn_k.bias") });
+            }
+            let (q_norm, k_norm) = if c.arch.has_qk_norm() {
+                (Some(vec(&p("attn_q_norm.weight"), hd)?), Some(vec(&p("attn_k_norm.weight"), hd)?))
+            } else {
+                (None, None)
+            };
+            let (post_attn_norm, post_ffn_norm) = if c.arch.has_post_norms() {
+                (Some(vec(&p("post_attention_norm.weight"), h)?), Some(vec(&p("post_ffw_norm.weight"), h)?))
+            } else {
+                (None, None)
+            };
+            blocks.push(Block {
+                attn_norm: vec(&p("attn_norm.weight"), h)?,
+                q: QLinear::new(q, qb),
+                k: QLinear::new(k, kb),
+                v: QLinear::new(mat(&p("attn_v.weight"), c.n_kv_head * hd, h)?, opt_vec(&p("attn_v.bias"), c.n_kv_head * hd)?),
+                o: QLinear::new(mat(&p("attn_output.weight"), h, c.n_head * hd)?, None),
+                q_norm,
+                k_norm,
+                post_attn_norm,
+                ffn_norm: vec(&p("ffn_norm.weight"), h)?,
+                gate: QLinear::new(mat(&p("ffn_gate.weight"), c.ffn, h)?, None),
+                up: QLinear::new(mat(&p("ffn_up.weight"), c.ffn, h)?, None),
+                down: QLinear::new(mat(&p("ffn_down.weight"), h, c.ffn)?, None),
+                post_ffn_norm,
+            });
+        }
+        Ok(Self { config, embed, output, output_norm, blocks, rope_freq_factors, device: device.clone() })
+    }
+
+    pub fn device(&self) -> &Device {
+        &self.device
+    }
+
+    /// The output projection `(vocab, hidden)`: `output.weight`, or the embedding when tied.
+    pub fn output_weight(&self) -> &QWeight {
+        self.output.as_ref().unwrap_or(&self.embed)
+    }
+
+    pub fn is_tied(&self) -> bool {
+        self.output.is_none()
+    }
+
+    /// The frozen linear `target` of layer `il` (for LoRA shapes and export).
+    pub fn linear(&self, il: usize, target: Target) -> &QLinear {
+        let b = &self.blocks[il];
+        match target {
+            Target::QProj => &b.q,
+            Target::KProj => &b.k,
+            Target::VProj => &b.v,
+            Target::OProj => &b.o,
+            Target::GateProj => &b.gate,
+            Target::UpProj => &b.up,
+            Target::DownProj => &b.down,
+        }
+    }
+
+    /// Bytes the model's tensors take in memory (quantized weights as stored, vectors in f32).
+    pub fn size_in_bytes(&self) -> usize {
+        let vec_bytes = |t: &Tensor| t.elem_count() * 4;
+        let mut n = self.embed.size_in_bytes() + self.output.as_ref().map_or(0, |w| w.size_in_bytes()) + vec_bytes(&self.output_norm);
+        for b in &self.blocks {
+            for l in [&b.q, &b.k, &b.v, &b.o, &b.gate, &b.up, &b.down] {
+                n += l.weight().size_in_bytes() + l.bias().map_or(0, vec_bytes);
+            }
+            for t in [Some(&b.attn_norm), Some(&b.ffn_norm), b.q_norm.as_ref(), b.k_norm.as_ref(), b.post_attn_norm.as_ref(), b.post_ffn_norm.as_ref()].into_iter().flatten() {
+                n += vec_bytes(t);
+            }
+        }
+        n
+    }
+
+    fn lin(&self, il: usize, target: Target, x: &Tensor, adapters: Adapters) -> Result<Tensor> {
+        let y = self.linear(il, target).forward(x)?;
+        match adapters {
+            Adapters::On(lora) => match lora.get(il, target) {
+                Some(l) => y + l.delta(x)?,
+                None => Ok(y),
+            },
+            Adapters::Off => Ok(y),
+        }
+    }
+
+    /// Final-normed hidden states `(b_sz, seq_len, hidden)` for right-padded `ids`
+    /// (`b_sz * seq_len` ids, row-major) with real lengths `lengths`.
+    pub fn forward_hidden(&self, ids: &[u32], lengths: &[usize], seq_len: usize, adapters: Adapters) -> Result<Tensor> {
+        let c = &self.config;
+        let b_sz = lengths.len();
+        if ids.len() != b_sz * seq_len || lengths.iter().any(|&l| l > seq_len) {
+            candle_core::bail!("forward: {} ids for {b_sz} x {seq_len}", ids.len())
+        }
+        let (hd, dev) = (c.head_dim, &self.device);
+        let mut x = self.embed.gather_rows(ids, dev)?.reshape((b_sz, seq_len, c.hidden))?;
+        if c.arch == Arch::Gemma3 {
+            x = (x * (c.hidden as f64).sqrt())?;
+        }
+        let global_rope = rope_tables(seq_len, hd, c.rope_base, self.rope_freq_factors.as_deref(), 1.0 / c.rope_linear_factor, dev)?;
+        let local_rope = rope_tables(seq_len, hd, c.rope_base_local, None, 1.0, dev)?;
+        let global_mask = attention_mask(lengths, seq_len, None, dev)?;
+        let local_mask = match c.sliding_window {
+            Some(w) => Some(attention_mask(lengths, seq_len, Some(w), dev)?),
+            None => None,
+        };
+        for (il, b) in self.blocks.iter().enumerate() {
+            let sliding = c.is_sliding(il);
+            let (cos, sin) = if sliding { &local_rope } else { &global_rope };
+            let mask = match (&local_mask, sliding) {
+                (Some(m), true) => m,
+                _ => &global_mask,
+            };
+            // attention
+            let h = rms_norm(&x, &b.attn_norm, c.rms_eps)?;
+            let q = self.lin(il, Target::QProj, &h, adapters)?.reshape((b_sz, seq_len, c.n_head, hd))?.transpose(1, 2)?;
+            let k = self.lin(il, Target::KProj, &h, adapters)?.reshape((b_sz, seq_len, c.n_kv_head, hd))?.transpose(1, 2)?;
+            let v = self.lin(il, Target::VProj, &h, adapters)?.reshape((b_sz, seq_len, c.n_kv_head, hd))?.transpose(1, 2)?;
+            let (q, k) = match (&b.q_norm, &b.k_norm) {
+                (Some(qn), Some(kn)) => (rms_norm(&q, qn, c.rms_eps)?, rms_norm(&k, kn, c.rms_eps)?),
+                _ => (q, k),
+            };
+            let q = apply_rope(&q.contiguous()?, cos, sin)?;
+            let k = apply_rope(&k.contiguous()?, cos, sin)?;
+            let a = attention(&q, &k, &v, mask, c.attn_scale)?;
+            let a = a.transpose(1, 2)?.reshape((b_sz, seq_len, c.n_head * hd))?;
+            let mut o = self.lin(il, Target::OProj, &a, adapters)?;
+            if let Some(n) = &b.post_attn_norm {
+                o = rms_norm(&o, n, c.rms_eps)?;
+            }
+            x = (x + o)?;
+            // MLP
+            let h = rms_norm(&x, &b.ffn_norm, c.rms_eps)?;
+            let g = c.arch.activation().apply(&self.lin(il, Target::GateProj, &h, adapters)?)?;
+            let u = self.lin(il, Target::UpProj, &h, adapters)?;
+            let mut m = self.lin(il, Target::DownProj, &(g * u)?, adapters)?;
+            if let Some(n) = &b.post_ffn_norm {
+                m = rms_norm(&m, n, c.rms_eps)?;
+            }
+            x = (x + m)?;
+        }
+        rms_norm(&x, &self.output_norm, c.rms_eps)
+    }
+
+    /// Log-probs of the scored tokens of each sequence, batched with right padding. The head
+    /// runs only at scored positions. Differentiable w.r.t. the adapters when they are on.
+    pub fn sequence_logps(&self, seqs: &[Scored], adapters: Adapters) -> Result<SeqLogps> {
+        let seq_len = seqs.iter().map(|s| s.ids.len()).max().unwrap_or(0);
+        let mut ids = vec![0u32; seqs.len() * seq_len];
+        let mut rows = Vec::new();
+        let mut targets = Vec::new();
+        let mut ranges = Vec::with_capacity(seqs.len());
+        for (b, s) in seqs.iter().enumerate() {
+            if s.score_from == 0 || s.score_from > s.ids.len() {
+                candle_core::bail!("sequence {b}: scored part starts at {} of {} tokens (needs >= 1)", s.score_from, s.ids.len())
+            }
+            ids[b * seq_len..b * seq_len + s.ids.len()].copy_from_slice(s.ids);
+            let start = targets.len();
+            for t in s.score_from..s.ids.len() {
+                rows.push((b * seq_len + t - 1) as u32);
+                targets.push(s.ids[t]);
+            }
+            ranges.push(start..targets.len());
+        }
+        let lengths: Vec<usize> = seqs.iter().map(|s| s.ids.len()).collect();
+        let hidden = self.forward_hidden(&ids, &lengths, seq_len, adapters)?;
+        let flat = hidden.reshape((seqs.len() * seq_len, self.config.hidden))?;
+        let picked = flat.index_select(&Tensor::new(rows.as_slice(), &self.device)?, 0)?;
+        let tokens = head::token_logps(&picked, &targets, self.output_weight())?;
+        // sums = S (n_seq, n_tok) · tokens: a differentiable segment sum.
+        let n_tok = targets.len();
+        let mut seg = vec![0f32; seqs.len() * n_tok];
+        for (i, r) in ranges.iter().enumerate() {
+            for j in r.clone() {
+                seg[i * n_tok + j] = 1.0;
+            }
+        }
+        let seg = Tensor::from_vec(seg, (seqs.len(), n_tok), &self.device)?;
+        let sums = seg.matmul(&tokens.unsqueeze(1)?)?.squeeze(1)?;
+        Ok(SeqLogps { sums, tokens, ranges })
+    }
+}
+
+/// Row order that undoes llama.cpp's `permute` of Q/K for one projection with `n_head` heads:
+/// GGUF row `h·d + 2i + j` holds Hugging Face row `h·d + j·d/2 + i`.
+fn unpermute_qk(n_head: usize, head_dim: usize) -> Vec<usize> {
+    let half = head_dim / 2;
+    let mut perm = vec![0; n_head * head_dim];
+    for h in 0..n_head {
+        for j in 0..2 {
+            for i in 0..half {
+                perm[h * head_dim + j * half + i] = h * head_dim + 2 * i + j;
+            }
+        }
+    }
+    perm
+}
+
+fn permute_vec(t: &Tensor, perm: &[usize]) -> Result<Tensor> {
+    let idx: Vec<u32> = perm.iter().map(|&p| p as u32).collect();
+    t.index_select(&Tensor::new(idx.as_slice(), t.device())?, 0)
+}
+
+fn tensor_err(f: &GgufFile, name: &str, e: candle_core::Error) -> GgufError {
+    GgufError::Tensor { path: f.path.clone(), name: name.to_string(), reason: e.to_string().lines().next().unwrap_or("").to_string() }
+}

@@ -1,0 +1,175 @@
+//! The frozen quantized linear layer as a differentiable op: `y = x · Wᵀ (+ b)`.
+//!
+//! Owns: the forward through a [`QWeight`] and its backward, which returns the input gradient
+//! `g · W` and never forms a weight gradient (the base is frozen; `Tensor::matmul` would compute
+//! `xᵀ · g` for the weight on every step, and `QMatMul` drops the input gradient entirely).
+//! Does not: hold LoRA (see `lora`), which adds its own differentiable branch beside this one.
+
+use std::sync::Arc;
+
+use candle_core::{CpuStorage, CustomOp1, Layout, Result, Shape, Tensor};
+
+use super::qweight::QWeight;
+
+/// `x (.., in) -> (.., out)` through a frozen weight `(out, in)` and an optional f32 bias `(out,)`.
+#[derive(Debug, Clone)]
+pub struct QLinear {
+    weight: Arc<QWeight>,
+    bias: Option<Tensor>,
+}
+
+impl QLinear {
+    pub fn new(weight: QWeight, bias: Option<Tensor>) -> Self {
+        Self {
+            weight: Arc::new(weight),
+            bias,
+        }
+    }
+
+    pub fn weight(&self) -> &QWeight {
+        &self.weight
+    }
+
+    pub fn in_features(&self) -> usize {
+        self.weight.cols()
+    }
+
+    pub fn out_features(&self) -> usize {
+        self.weight.rows()
+    }
+
+    pub fn bias(&self) -> Option<&Tensor> {
+        self.bias.as_ref()
+    }
+
+    pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
+        let dims = x.dims().to_vec();
+        let in_f = *dims.last().unwrap_or(&0);
+        if in_f != self.in_features() {
+            candle_core::bail!(
+                "linear expects {} input features, got shape {dims:?}",
+                self.in_features()
+            )
+        }
+        let n = x.elem_count() / in_f.max(1);
+        let x2 = x.reshape((n, in_f))?.contiguous()?;
+        let y = x2.apply_op1(QMatMulOp {
+            weight: self.weight.clone(),
+        })?;
+        let mut out_dims = dims;
+        *out_dims.last_mut().unwrap() = self.out_features();
+        let y = y.reshape(out_dims)?;
+        match &self.bias {
+            Some(b) => y.broadcast_add(b),
+            None => Ok(y),
+        }
+    }
+}
+
+/// `(n, in) -> (n, out)`; backward `g (n, out) -> g · W (n, in)`.
+struct QMatMulOp {
+    weight: Arc<QWeight>,
+}
+
+impl CustomOp1 for QMatMulOp {
+    fn name(&self) -> &'static str {
+        "qmatmul-dequant"
+    }
+
+    fn cpu_fwd(&self, storage: &CpuStorage, layout: &Layout) -> Result<(CpuStorage, Shape)> {
+        let (n, k) = layout.shape().dims2()?;
+        let x = contiguous_f32(storage, layout)?;
+        if k != self.weight.cols() {
+            candle_core::bail!("qmatmul: {k} input features for a {:?}", self.weight)
+        }
+        let y = self.weight.matmul_t(x, n)?;
+        Ok((CpuStorage::F32(y), Shape::from((n, self.weight.rows()))))
+    }
+
+    fn bwd(&self, _arg: &Tensor, _res: &Tensor, grad_res: &Tensor) -> Result<Option<Tensor>> {
+        let (n, out) = grad_res.dims2()?;
+        debug_assert_eq!(out, self.weight.rows());
+        let g = grad_res.contiguous()?.flatten_all()?.to_vec1::<f32>()?;
+        let gx = self.weight.matmul(&g, n)?;
+        Ok(Some(Tensor::from_vec(
+            gx,
+            (n, self.weight.cols()),
+            grad_res.device(),
+        )?))
+    }
+}
+
+/// The f32 values of a contiguous CPU storage (the op is only applied to contiguous inputs).
+pub(crate) fn contiguous_f32<'a>(storage: &'a CpuStorage, layout: &Layout) -> Result<&'a [f32]> {
+    let CpuStorage::F32(data) = storage else {
+        candle_core::bail!("expected f32 activations, got {:?}", candle_core::backend::BackendStorage::dtype(storage))
+    };
+    match layout.contiguous_offsets() {
+        Some((a, b)) => Ok(&data[a..b]),
+        None => candle_core::bail!("expected contiguous activations"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use candle_core::quantized::{GgmlDType, QTensor};
+    use candle_core::{Device, Var};
+
+    fn lcg(n: usize, seed: u64, scale: f32) -> Vec<f32> {
+        let mut s = seed;
+        (0..n)
+            .map(|_| {
+                s = s.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+                (((s >> 33) as f32 / (1u64 << 31) as f32) - 0.5) * scale
+            })
+            .collect()
+    }
+
+    /// Central finite differences of `L = sum(y * r)` w.r.t. `x` against the op's backward, for
+    /// the quant types the real models use. The loss is linear in x, so FD is exact up to f32
+    /// rounding; the check still catches a transposed, missing or wrongly scaled gradient.
+    #[test]
+    fn backward_matches_finite_differences() {
+        let dev = Device::Cpu;
+        let (n, k, m) = (3, 256, 40);
+        for dt in [GgmlDType::Q4_0, GgmlDType::Q4K, GgmlDType::Q5_0, GgmlDType::Q6K, GgmlDType::Q8_0] {
+            let w = Tensor::from_vec(lcg(m * k, 11, 1.0), (m, k), &dev).unwrap();
+            let lin = QLinear::new(QWeight::new(QTensor::quantize(&w, dt).unwrap()).unwrap(), None);
+            let r = Tensor::from_vec(lcg(n * m, 5, 2.0), (n, m), &dev).unwrap();
+            let x0 = lcg(n * k, 3, 2.0);
+            let x = Var::from_vec(x0.clone(), (n, k), &dev).unwrap();
+            let loss = lin.forward(x.as_tensor()).unwrap().mul(&r).unwrap().sum_all().unwrap();
+            let grads = loss.backward().unwrap();
+            let gx = grads.get(x.as_tensor()).expect("gradient reaches x").flatten_all().unwrap().to_vec1::<f32>().unwrap();
+            let f = |xs: Vec<f32>| -> f64 {
+                let xt = Tensor::from_vec(xs, (n, k), &dev).unwrap();
+                lin.forward(&xt).unwrap().mul(&r).unwrap().sum_all().unwrap().to_scalar::<f32>().unwrap() as f64
+            };
+            let eps = 1e-2f32;
+            let mut max_err = 0f64;
+            for i in (0..n * k).step_by(37) {
+                let mut xp = x0.clone();
+                xp[i] += eps;
+                let mut xm = x0.clone();
+                xm[i] -= eps;
+                let fd = (f(xp) - f(xm)) / (2.0 * eps as f64);
+                max_err = max_err.max((fd - gx[i] as f64).abs() / (1.0 + fd.abs()));
+            }
+            assert!(max_err < 2e-3, "{dt:?}: finite differences disagree by {max_err}");
+        }
+    }
+
+    #[test]
+    fn no_gradient_for_frozen_weight_and_bias_broadcasts() {
+        let dev = Device::Cpu;
+        let w = Tensor::from_vec(lcg(8 * 32, 1, 1.0), (8, 32), &dev).unwrap();
+        let b = Tensor::from_vec(lcg(8, 2, 1.0), 8, &dev).unwrap();
+        let lin = QLinear::new(QWeight::new(QTensor::quantize(&w, GgmlDType::F32).unwrap()).unwrap(), Some(b.clone()));
+        let x = Tensor::from_vec(lcg(2 * 3 * 32, 3, 1.0), (2, 3, 32), &dev).unwrap();
+        let y = lin.forward(&x).unwrap();
+        let want = x.broadcast_matmul(&w.t().unwrap()).unwrap().broadcast_add(&b).unwrap();
+        let d = (y - want).unwrap().abs().unwrap().max_all().unwrap().to_scalar::<f32>().unwrap();
+        assert!(d < 1e-5, "{d}");
+    }
+}

@@ -1,0 +1,39 @@
+//! Paths shared by the integration tests: the read-only fixtures beside the checkout and the real
+//! models fetched by `scripts/fetch-models.sh`.
+#![allow(dead_code)]
+
+use std::path::PathBuf;
+
+pub fn fixtures() -> PathBuf {
+    let p = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../shared/fixtures");
+    assert!(p.is_dir(), "fixtures not found at {}", p.display());
+    p
+}
+
+pub fn models_dir() -> PathBuf {
+    match std::env::var_os("DPO_LORA_MODELS") {
+        Some(d) => PathBuf::from(d),
+        None => PathBuf::from(std::env::var_os("HOME").expect("HOME")).join(".cache/dpo-lora/models"),
+    }
+}
+
+/// A real model file; fails (never skips) when it is missing.
+pub fn real_model(name: &str) -> PathBuf {
+    let file = match name {
+        "smollm2" => "SmolLM2-135M-Instruct.Q4_1.gguf",
+        "gemma3" => "gemma-3-270m-q4_k_m.gguf",
+        other => panic!("unknown real model {other}"),
+    };
+    let p = models_dir().join(file);
+    assert!(p.is_file(), "{} is missing: run scripts/fetch-models.sh first", p.display());
+    p
+}
+
+pub fn read_json(p: PathBuf) -> serde_json::Value {
+    let s = std::fs::read_to_string(&p).unwrap_or_else(|e| panic!("{}: {e}", p.display()));
+    serde_json::from_str(&s).unwrap_or_else(|e| panic!("{}: {e}", p.display()))
+}
+
+pub fn ids(v: &serde_json::Value) -> Vec<u32> {
+    v.as_array().expect("id array").iter().map(|x| x.as_u64().expect("id") as u32).collect()
+}
