@@ -1,0 +1,62 @@
+//! `dpo-lora score`: summed completion log-probs per record, TRL's tokenization.
+
+use std::io::Write;
+use std::time::Instant;
+
+use anyhow::{Context, Result};
+use indicatif::{ProgressBar, ProgressStyle};
+
+use crate::cli::ScoreArgs;
+use crate::data::{encode_pair, read_jsonl};
+use crate::model::{Adapters, Scored};
+
+pub fn run(a: ScoreArgs) -> Result<()> {
+    let (_f, model, tok) = super::load(&a.model.model)?;
+    let records = read_jsonl(&a.data)?;
+    let mut pairs = Vec::with_capacity(records.len());
+    for r in &records {
+        let p = encode_pair(&tok, r).with_context(|| format!("{}:{}", a.data.display(), r.line))?;
+        for side in [&p.chosen, &p.rejected] {
+            if side.prompt_len == 0 {
+                anyhow::bail!(
+                    "{}:{}: the prompt is empty and the model adds no BOS token, so the first completion token has no context; give a non-empty prompt",
+                    a.data.display(),
+                    r.line
+                );
+            }
+        }
+        pairs.push(p);
+    }
+    let total: u64 = pairs.iter().map(|p| (p.chosen.ids.len() + p.rejected.ids.len()) as u64).sum();
+    let bar = ProgressBar::new(total).with_style(
+        ProgressStyle::with_template("{bar:30} {pos}/{len} tokens  {per_sec}  eta {eta}")
+            .unwrap_or_else(|_| ProgressStyle::default_bar()),
+    );
+    let start = Instant::now();
+    let mut out = std::io::stdout().lock();
+    for (r, p) in records.iter().zip(&pairs) {
+        let seqs = [
+            Scored { ids: &p.chosen.ids, score_from: p.chosen.prompt_len },
+            Scored { ids: &p.rejected.ids, score_from: p.rejected.prompt_len },
+        ];
+        let lp = model.sequence_logps(&seqs, Adapters::Off)?;
+        let sums = lp.sums.to_vec1::<f32>()?;
+        let line = serde_json::json!({
+            "index": r.index,
+            "chosen": sums[0] as f64,
+            "rejected": sums[1] as f64,
+            "chosen_tokens": p.chosen.completion().len(),
+            "rejected_tokens": p.rejected.completion().len(),
+        });
+        writeln!(out, "{line}")?;
+        bar.inc((p.chosen.ids.len() + p.rejected.ids.len()) as u64);
+    }
+    bar.finish_and_clear();
+    let secs = start.elapsed().as_secs_f64();
+    eprintln!(
+        "scored {} records, {total} tokens in {secs:.2} s ({:.0} tokens/s)",
+        records.len(),
+        total as f64 / secs.max(1e-9)
+    );
+    Ok(())
+}

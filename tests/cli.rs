@@ -1,0 +1,207 @@
+//! The real binary, run in a temp dir: outputs against the fixtures, and bad input giving a
+//! one-line error that names the file/line/key, exit code 2, never a panic.
+
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+use candle_core::quantized::gguf_file::{self, Value};
+use candle_core::Device;
+
+fn bin() -> Command {
+    Command::new(env!("CARGO_BIN_EXE_dpo-lora"))
+}
+
+fn run(args: &[&str]) -> Output {
+    bin().args(args).output().expect("run dpo-lora")
+}
+
+fn stderr(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stderr).to_string()
+}
+
+/// Exit code 2, one line on stderr starting with `error:` and containing every `needle`, no panic.
+fn assert_user_error(o: &Output, needles: &[&str]) {
+    let e = stderr(o);
+    assert_eq!(o.status.code(), Some(2), "exit code; stderr: {e}");
+    assert!(!e.contains("panicked"), "panic: {e}");
+    let lines: Vec<&str> = e.lines().filter(|l| !l.trim().is_empty()).collect();
+    assert_eq!(lines.len(), 1, "expected one line, got: {e}");
+    assert!(lines[0].starts_with("error: "), "{e}");
+    for n in needles {
+        assert!(lines[0].contains(n), "`{n}` not in: {e}");
+    }
+}
+
+fn tiny(arch: &str) -> PathBuf {
+    common::fixtures().join(format!("tiny/{arch}/tiny-{arch}-f32.gguf"))
+}
+
+fn write(dir: &Path, name: &str, text: &str) -> PathBuf {
+    let p = dir.join(name);
+    std::fs::write(&p, text).unwrap();
+    p
+}
+
+/// Rewrite a GGUF with one metadata value replaced.
+fn with_metadata(src: &Path, dst: &Path, key: &str, value: Value) {
+    let mut r = std::fs::File::open(src).unwrap();
+    let c = gguf_file::Content::read(&mut r).unwrap();
+    let mut md: Vec<(String, Value)> = c.metadata.iter().map(|(k, v)| (k.clone(), v.clone())).collect();
+    for (k, v) in md.iter_mut() {
+        if k == key {
+            *v = value.clone();
+        }
+    }
+    let tensors: Vec<(String, candle_core::quantized::QTensor)> = c
+        .tensor_infos
+        .keys()
+        .map(|n| (n.clone(), c.tensor(&mut r, n, &Device::Cpu).unwrap()))
+        .collect();
+    let md_ref: Vec<(&str, &Value)> = md.iter().map(|(k, v)| (k.as_str(), v)).collect();
+    let t_ref: Vec<(&str, &candle_core::quantized::QTensor)> = tensors.iter().map(|(k, v)| (k.as_str(), v)).collect();
+    let mut w = std::fs::File::create(dst).unwrap();
+    gguf_file::write(&mut w, &md_ref, &t_ref).unwrap();
+}
+
+/// `score` through the CLI (tokenizer + model) reproduces the fixture sums and token counts.
+fn check_score(model: &Path, logprobs: &Path, data: &Path) {
+    let o = run(&["score", "--model", model.to_str().unwrap(), "--data", data.to_str().unwrap()]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let fx = common::read_json(logprobs.to_path_buf());
+    let recs = fx["records"].as_array().unwrap();
+    let lines: Vec<serde_json::Value> = String::from_utf8(o.stdout).unwrap().lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    assert_eq!(lines.len(), recs.len());
+    for (got, want) in lines.iter().zip(recs) {
+        for side in ["chosen", "rejected"] {
+            let w = want[side]["hf_f32"]["sum"].as_f64().unwrap();
+            let g = got[side].as_f64().unwrap();
+            assert!((g - w).abs() < 5e-3, "{}: record {} {side}: {g} vs {w}", model.display(), want["index"]);
+            let n = want[side]["completion_ids"].as_array().unwrap().len() as u64;
+            assert_eq!(got[format!("{side}_tokens")].as_u64().unwrap(), n, "record {} {side} tokens", want["index"]);
+        }
+    }
+}
+
+#[test]
+fn score_tiny_models_end_to_end() {
+    for arch in ["llama", "qwen2", "qwen3"] {
+        let dir = common::fixtures().join("tiny").join(arch);
+        check_score(&tiny(arch), &dir.join("logprobs.json"), &common::fixtures().join("records.jsonl"));
+    }
+}
+
+#[test]
+fn score_smollm2_end_to_end() {
+    let fx = common::fixtures();
+    check_score(&common::real_model("smollm2"), &fx.join("smollm2/logprobs.json"), &fx.join("records.jsonl"));
+}
+
+#[test]
+fn score_gemma3_plain_records_end_to_end() {
+    // Gemma 3 270M has no chat template: only the plain-text records (the fixture's own subset).
+    let fx = common::fixtures();
+    let lp = common::read_json(fx.join("gemma3/logprobs.json"));
+    let keep: Vec<u64> = lp["records"].as_array().unwrap().iter().map(|r| r["index"].as_u64().unwrap()).collect();
+    let all = std::fs::read_to_string(fx.join("records.jsonl")).unwrap();
+    let subset: String = all.lines().enumerate().filter(|(i, _)| keep.contains(&(*i as u64))).map(|(_, l)| format!("{l}\n")).collect();
+    let dir = tempfile::tempdir().unwrap();
+    let data = write(dir.path(), "plain.jsonl", &subset);
+    check_score(&common::real_model("gemma3"), &fx.join("gemma3/logprobs.json"), &data);
+}
+
+#[test]
+fn conversational_records_need_a_chat_template() {
+    let fx = common::fixtures();
+    let o = run(&["score", "--model", common::real_model("gemma3").to_str().unwrap(), "--data", fx.join("records.jsonl").to_str().unwrap()]);
+    assert_user_error(&o, &["records.jsonl:7", "chat template"]);
+}
+
+#[test]
+fn tokenize_prints_ids_and_pieces() {
+    let o = run(&["tokenize", "--model", tiny("qwen2").to_str().unwrap(), "<|im_start|>hi"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(v["ids"][0], 1, "<|im_start|> is one control token");
+    assert_eq!(v["pieces"][0], "<|im_start|>");
+    let o = run(&["tokenize", "--model", tiny("qwen2").to_str().unwrap(), "--no-parse-special", "<|im_start|>hi"]);
+    let w: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert!(w["ids"].as_array().unwrap().len() > 2);
+}
+
+#[test]
+fn missing_model_file() {
+    let o = run(&["inspect", "/nonexistent/model.gguf"]);
+    assert_user_error(&o, &["/nonexistent/model.gguf", "no such file"]);
+}
+
+#[test]
+fn truncated_gguf() {
+    let dir = tempfile::tempdir().unwrap();
+    let bytes = std::fs::read(tiny("llama")).unwrap();
+    for (name, cut) in [("header.gguf", 100), ("tensors.gguf", bytes.len() / 2)] {
+        let p = dir.path().join(name);
+        std::fs::write(&p, &bytes[..cut]).unwrap();
+        let o = run(&["inspect", p.to_str().unwrap()]);
+        assert_user_error(&o, &[name]);
+    }
+}
+
+#[test]
+fn corrupt_gguf() {
+    let dir = tempfile::tempdir().unwrap();
+    let p = dir.path().join("noise.gguf");
+    std::fs::write(&p, (0..4096u32).map(|i| (i.wrapping_mul(2654435761) >> 13) as u8).collect::<Vec<u8>>()).unwrap();
+    assert_user_error(&run(&["inspect", p.to_str().unwrap()]), &["noise.gguf", "not a readable GGUF"]);
+}
+
+#[test]
+fn unknown_architecture() {
+    let dir = tempfile::tempdir().unwrap();
+    let p = dir.path().join("mamba.gguf");
+    with_metadata(&tiny("llama"), &p, "general.architecture", Value::String("mamba".into()));
+    assert_user_error(&run(&["inspect", p.to_str().unwrap()]), &["mamba.gguf", "unknown architecture `mamba`", "llama, qwen2, qwen3, gemma3"]);
+}
+
+#[test]
+fn tensor_shape_disagrees_with_metadata() {
+    let dir = tempfile::tempdir().unwrap();
+    let p = dir.path().join("shape.gguf");
+    with_metadata(&tiny("qwen2"), &p, "qwen2.feed_forward_length", Value::U32(96));
+    assert_user_error(&run(&["inspect", p.to_str().unwrap()]), &["shape.gguf", "ffn_gate.weight", "[128, 64]", "[96, 64]"]);
+}
+
+#[test]
+fn invalid_jsonl() {
+    let dir = tempfile::tempdir().unwrap();
+    let model = tiny("qwen3");
+    let ok = r#"{"prompt": "a", "chosen": "b", "rejected": "c"}"#;
+    let cases: [(&str, String, &[&str]); 6] = [
+        ("badjson.jsonl", format!("{ok}\n{{\"prompt\": \"a\",\n"), &["badjson.jsonl:2", "invalid JSON"]),
+        ("missing.jsonl", format!("{ok}\n{ok}\n{{\"prompt\": \"a\", \"chosen\": \"b\"}}\n"), &["missing.jsonl:3", "\"rejected\" is missing"]),
+        ("type.jsonl", r#"{"prompt": "a", "chosen": 5, "rejected": "c"}"#.to_string(), &["type.jsonl:1", "\"chosen\"", "a number"]),
+        ("empty.jsonl", r#"{"prompt": "a", "chosen": "b", "rejected": ""}"#.to_string(), &["empty.jsonl:1", "\"rejected\" is empty"]),
+        ("msg.jsonl", r#"{"prompt": [{"role": "user"}], "chosen": [], "rejected": []}"#.to_string(), &["msg.jsonl:1", "\"prompt\"", "message 0"]),
+        ("nothing.jsonl", "\n".to_string(), &["nothing.jsonl", "no records"]),
+    ];
+    for (name, text, needles) in cases {
+        let p = write(dir.path(), name, &text);
+        let o = run(&["score", "--model", model.to_str().unwrap(), "--data", p.to_str().unwrap()]);
+        assert_user_error(&o, needles);
+    }
+    let o = run(&["score", "--model", model.to_str().unwrap(), "--data", "/nonexistent/prefs.jsonl"]);
+    assert_user_error(&o, &["/nonexistent/prefs.jsonl", "cannot read"]);
+}
+
+#[test]
+fn hub_name_offline_names_the_local_alternative() {
+    let dir = tempfile::tempdir().unwrap();
+    let o = bin()
+        .args(["inspect", "hf:someone/some-model-GGUF/model.Q4_0.gguf"])
+        .env("HF_ENDPOINT", "http://127.0.0.1:9")
+        .env("HF_HOME", dir.path())
+        .output()
+        .unwrap();
+    assert_user_error(&o, &["someone/some-model-GGUF/model.Q4_0.gguf", "--model"]);
+}
