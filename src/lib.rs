@@ -7,4 +7,6 @@
 //! ```
 //!
 //! - [`gguf`]: open a GGUF file as untrusted input, typed metadata, tensors.
+//! - [`tokenizer`]: llama.cpp-exact token ids from GGUF metadata (BPE, SPM) and chat templates.
 pub mod gguf;
+pub mod tokenizer;
