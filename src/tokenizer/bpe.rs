@@ -74,21 +74,18 @@ impl Merges {
             }
         }
         // Symbols are contiguous byte ranges of `word`, linked as a list.
-        let mut syms: Vec<Sym> = Vec::with_capacity(word.len());
-        for (start, ch) in word.char_indices() {
+        let n = word.chars().count();
+        let syms_iter = word.char_indices().enumerate().map(|(i, (start, ch))| {
             let end = start + ch.len_utf8();
-            syms.push(Sym {
+            Sym {
                 start,
                 end,
                 piece: self.piece_id(vocab, &word[start..end]),
-                prev: syms.len().checked_sub(1),
-                next: None,
-            });
-        }
-        let n = syms.len();
-        for i in 0..n.saturating_sub(1) {
-            syms[i].next = Some(i + 1);
-        }
+                prev: i.checked_sub(1),
+                next: (i + 1 < n).then_some(i + 1),
+            }
+        });
+        let mut syms: Vec<Sym> = syms_iter.collect();
         // Min-heap on (rank, left index): lowest rank first, ties to the leftmost pair.
         let mut heap: BinaryHeap<Reverse<(u32, usize, usize, u32)>> = BinaryHeap::new();
         let push = |heap: &mut BinaryHeap<_>, syms: &[Sym], l: usize| {

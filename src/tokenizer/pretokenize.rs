@@ -87,11 +87,12 @@ pub struct Splitter {
 }
 
 impl Splitter {
-    pub fn new(pre: PreTokenizer) -> Result<Self, fancy_regex::Error> {
+    /// Compile the regex list; the error is the regex library's message.
+    pub fn new(pre: PreTokenizer) -> Result<Self, String> {
         let regexes = pre
             .patterns()
             .iter()
-            .map(|p| Regex::new(p))
+            .map(|p| Regex::new(p).map_err(|e| format!("{p}: {e}")))
             .collect::<Result<Vec<_>, _>>()?;
         Ok(Self {
             regexes,

@@ -75,23 +75,20 @@ struct Sym {
 
 /// Tokenize one escaped fragment, appending ids to `out`.
 pub fn encode(vocab: &Vocab, bytes: &ByteTokens, text: &str, out: &mut Vec<u32>) {
-    let mut syms: Vec<Sym> = text
-        .char_indices()
-        .map(|(start, c)| Sym {
-            start,
-            len: c.len_utf8(),
-            prev: None,
-            next: None,
-        })
-        .collect();
-    let n = syms.len();
+    let n = text.chars().count();
     if n == 0 {
         return;
     }
-    for i in 0..n {
-        syms[i].prev = i.checked_sub(1);
-        syms[i].next = (i + 1 < n).then_some(i + 1);
-    }
+    let mut syms: Vec<Sym> = text
+        .char_indices()
+        .enumerate()
+        .map(|(i, (start, c))| Sym {
+            start,
+            len: c.len_utf8(),
+            prev: i.checked_sub(1),
+            next: (i + 1 < n).then_some(i + 1),
+        })
+        .collect();
     let mut heap = BinaryHeap::new();
     let try_add = |heap: &mut BinaryHeap<Bigram>, syms: &[Sym], left: Option<usize>| {
         let Some(l) = left else { return };
