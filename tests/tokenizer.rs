@@ -314,3 +314,65 @@ fn encode_speed() {
         );
     }
 }
+
+/// Write a GGUF holding only a tiny byte-level BPE vocabulary (tokens `a b c ab abc Ġ bc`,
+/// merges `b c` then `a b`) with the given `tokenizer.ggml.pre`.
+fn synthetic_bpe(dir: &Path, pre: &str) -> PathBuf {
+    use candle_core::quantized::gguf_file::{write, Value as V};
+    let strs = |xs: &[&str]| V::Array(xs.iter().map(|s| V::String(s.to_string())).collect());
+    let tokens = strs(&["a", "b", "c", "ab", "abc", "Ġ", "bc"]);
+    // `b c` ranks before `ab c`, so plain BPE gives a|bc; `abc` only forms via ignore_merges.
+    let merges = strs(&["b c", "a b"]);
+    let model = V::String("gpt2".into());
+    let path = dir.join(format!("tok-{pre}.gguf"));
+    let pre = V::String(pre.into());
+    let mut f = std::fs::File::create(&path).expect("create gguf");
+    write(
+        &mut f,
+        &[
+            ("tokenizer.ggml.model", &model),
+            ("tokenizer.ggml.pre", &pre),
+            ("tokenizer.ggml.tokens", &tokens),
+            ("tokenizer.ggml.merges", &merges),
+            ("tokenizer.ggml.bos_token_id", &V::U32(5)),
+        ],
+        &[],
+    )
+    .expect("write gguf");
+    path
+}
+
+#[test]
+fn unknown_pre_in_gguf_names_value_and_supported_ones() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let f = GgufFile::open(synthetic_bpe(dir.path(), "tekken")).expect("open");
+    let err = Tokenizer::from_gguf(&f)
+        .err()
+        .expect("tekken must be rejected")
+        .to_string();
+    assert!(
+        err.contains("`tekken`") && err.contains("smollm") && err.contains("qwen2"),
+        "{err}"
+    );
+}
+
+#[test]
+fn llama3_pre_ignores_merges_for_whole_vocab_words_and_adds_bos() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let load_pre = |pre: &str| load(&synthetic_bpe(dir.path(), pre));
+    let (gpt2, llama3) = (load_pre("gpt-2"), load_pre("llama-bpe"));
+    assert_eq!(
+        gpt2.encode("abc", false),
+        [0, 6],
+        "rank order: b c first, then no `a bc`"
+    );
+    assert_eq!(
+        llama3.encode("abc", false),
+        [4],
+        "ignore_merges: the word is a token"
+    );
+    assert!(
+        !gpt2.add_bos() && llama3.add_bos(),
+        "llama.cpp add_bos defaults"
+    );
+}
