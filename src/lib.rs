@@ -7,5 +7,15 @@
 //! ```
 //!
 //! - [`gguf`]: open a GGUF file as untrusted input, typed metadata, tensors.
+//! - [`tokenizer`]: llama.cpp-exact token ids from GGUF metadata (BPE, SPM) and chat templates.
+//! - [`data`]: JSONL preference records (TRL's formats) and their tokenization contract.
+//! - [`model`]: the frozen quantized base, LoRA adapters, the differentiable forward, log-probs.
+//! - [`source`]: a model named by local path or Hugging Face Hub file.
+//! - [`cli`], [`cmd`]: the `dpo-lora` command line.
+pub mod cli;
+pub mod cmd;
+pub mod data;
 pub mod gguf;
 pub mod model;
+pub mod source;
+pub mod tokenizer;

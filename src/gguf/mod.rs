@@ -282,14 +282,14 @@ impl GgufFile {
 
     /// Read a tensor, checking its type is supported and its shape is `expected` (candle order).
     pub fn tensor(&self, name: &str, expected: &[usize], device: &Device) -> Result<QTensor> {
-        let info =
-            self.content
-                .tensor_infos
-                .get(name)
-                .ok_or_else(|| GgufError::MissingTensor {
-                    path: self.path.clone(),
-                    name: name.to_string(),
-                })?;
+        let info = self
+            .content
+            .tensor_infos
+            .get(name)
+            .ok_or_else(|| GgufError::MissingTensor {
+                path: self.path.clone(),
+                name: name.to_string(),
+            })?;
         if !is_supported(info.ggml_dtype) {
             return Err(GgufError::UnsupportedType {
                 path: self.path.clone(),
