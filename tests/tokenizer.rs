@@ -7,7 +7,8 @@
 use std::path::{Path, PathBuf};
 
 use dpo_lora::gguf::GgufFile;
-use dpo_lora::tokenizer::{Message, Prompt, Tokenizer, TokenizerKind};
+use dpo_lora::data::{encode_pair, Field, PreferenceRecord};
+use dpo_lora::tokenizer::{Message, Tokenizer, TokenizerKind};
 use serde_json::Value;
 
 fn fixtures() -> PathBuf {
@@ -84,10 +85,10 @@ fn messages(v: &Value) -> Vec<Message> {
     serde_json::from_value(v.clone()).expect("message list")
 }
 
-fn prompt_of(v: &Value) -> Prompt {
+fn field_of(v: &Value) -> Field {
     match v {
-        Value::String(s) => Prompt::Text(s.clone()),
-        other => Prompt::Messages(messages(other)),
+        Value::String(s) => Field::Text(s.clone()),
+        other => Field::Messages(messages(other)),
     }
 }
 
@@ -106,8 +107,8 @@ fn check_records(tok: &Tokenizer, rel: &str) {
     for exp in expected {
         let idx = exp["index"].as_u64().expect("index") as usize;
         let rec = &records[idx];
-        let prompt = prompt_of(&rec["prompt"]);
-        if let (Prompt::Messages(p), Some(tmpl)) = (&prompt, tok.chat_template()) {
+        let prompt = field_of(&rec["prompt"]);
+        if let (Field::Messages(p), Some(tmpl)) = (&prompt, tok.chat_template()) {
             let text = tmpl.render(p, true).expect("render prompt");
             if text != exp["prompt_text"].as_str().expect("prompt_text") {
                 bad.push(format!("  record {idx}: prompt_text {text:?}"));
@@ -125,10 +126,17 @@ fn check_records(tok: &Tokenizer, rel: &str) {
                 }
             }
         }
+        let record = PreferenceRecord {
+            index: idx,
+            line: idx + 1,
+            prompt: prompt.clone(),
+            chosen: field_of(&rec["chosen"]),
+            rejected: field_of(&rec["rejected"]),
+        };
+        let pair = encode_pair(tok, &record).unwrap_or_else(|e| panic!("{rel} record {idx}: {e}"));
         for side in ["chosen", "rejected"] {
-            let (p_ids, c_ids) = tok
-                .encode_pair_parts(&prompt, &prompt_of(&rec[side]))
-                .unwrap_or_else(|e| panic!("{rel} record {idx}: {e}"));
+            let enc = if side == "chosen" { &pair.chosen } else { &pair.rejected };
+            let (p_ids, c_ids) = (enc.ids[..enc.prompt_len].to_vec(), enc.completion().to_vec());
             let (want_p, want_c) = (ids(&exp["prompt_ids"]), ids(&exp[format!("{side}_ids")]));
             if p_ids != want_p {
                 bad.push(format!(

@@ -53,8 +53,6 @@ pub enum TokenizerError {
     },
     #[error("chat template: {reason}")]
     Template { reason: String },
-    #[error("conversational record: {reason}")]
-    Record { reason: String },
 }
 
 /// Which algorithm the vocabulary uses (`tokenizer.ggml.model`).
@@ -323,73 +321,7 @@ impl Tokenizer {
     pub fn is_eog(&self, id: u32) -> bool {
         self.vocab.eog.contains(&id)
     }
-
-    /// TRL-style split of one preference side into (prompt_ids, completion_ids), following
-    /// shared/fixtures/README.md:
-    /// * plain text: prompt = [BOS if add_bos] + encode(prompt, false);
-    ///   completion = encode(completion, false) + [EOS];
-    /// * conversational: prompt_text = template(prompt, add_generation_prompt = true),
-    ///   full = template(prompt + completion, false); both encoded with parse_special = true,
-    ///   BOS prepended when add_bos and the text does not already start with the BOS text;
-    ///   completion = full ids after the prompt ids (which must be a prefix).
-    pub fn encode_pair_parts(&self, prompt: &Prompt, completion: &Prompt) -> PairParts {
-        match (prompt, completion) {
-            (Prompt::Text(p), Prompt::Text(c)) => {
-                let mut prompt_ids = Vec::new();
-                if let (true, Some(bos)) = (self.add_bos, self.bos) {
-                    prompt_ids.push(bos);
-                }
-                prompt_ids.extend(self.encode(p, false));
-                let mut completion_ids = self.encode(c, false);
-                completion_ids.extend(self.eos);
-                Ok((prompt_ids, completion_ids))
-            }
-            (Prompt::Messages(p), Prompt::Messages(c)) => {
-                let tmpl = self.chat_template().ok_or_else(|| TokenizerError::Record {
-                    reason: "the model has no tokenizer.chat_template; use plain-text records"
-                        .into(),
-                })?;
-                let prompt_text = tmpl.render(p, true)?;
-                let all: Vec<Message> = p.iter().chain(c.iter()).cloned().collect();
-                let full_text = tmpl.render(&all, false)?;
-                let prompt_ids = self.encode_with_bos(&prompt_text);
-                let full_ids = self.encode_with_bos(&full_text);
-                match full_ids.strip_prefix(prompt_ids.as_slice()) {
-                    Some(rest) => Ok((prompt_ids, rest.to_vec())),
-                    None => Err(TokenizerError::Record {
-                        reason: "the tokenized prompt is not a prefix of the tokenized \
-                                 prompt + completion; the template changes earlier turns"
-                            .into(),
-                    }),
-                }
-            }
-            _ => Err(TokenizerError::Record {
-                reason: "prompt and completion must both be text or both be message lists".into(),
-            }),
-        }
-    }
-
-    fn encode_with_bos(&self, text: &str) -> Vec<u32> {
-        let mut ids = Vec::new();
-        if let (true, Some(bos)) = (self.add_bos, self.bos) {
-            if !text.starts_with(self.vocab.tokens[bos as usize].as_str()) {
-                ids.push(bos);
-            }
-        }
-        ids.extend(self.encode(text, true));
-        ids
-    }
 }
-
-/// A prompt or completion: plain text or chat messages.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Prompt {
-    Text(String),
-    Messages(Vec<Message>),
-}
-
-/// `(prompt_ids, completion_ids)` or why the record cannot be tokenized.
-pub type PairParts = Result<(Vec<u32>, Vec<u32>), TokenizerError>;
 
 /// `<0xAB>` -> 0xAB.
 fn parse_byte_token(text: &str) -> Option<u8> {
