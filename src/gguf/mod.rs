@@ -8,6 +8,8 @@
 //! tensor's declared shape and type is checked again here before any data is read.
 //! Reference: the GGUF spec in ggml's `docs/gguf.md`.
 
+pub mod write;
+
 use std::collections::HashMap;
 use std::fs::File;
 use std::io::BufReader;
@@ -282,14 +284,14 @@ impl GgufFile {
 
     /// Read a tensor, checking its type is supported and its shape is `expected` (candle order).
     pub fn tensor(&self, name: &str, expected: &[usize], device: &Device) -> Result<QTensor> {
-        let info =
-            self.content
-                .tensor_infos
-                .get(name)
-                .ok_or_else(|| GgufError::MissingTensor {
-                    path: self.path.clone(),
-                    name: name.to_string(),
-                })?;
+        let info = self
+            .content
+            .tensor_infos
+            .get(name)
+            .ok_or_else(|| GgufError::MissingTensor {
+                path: self.path.clone(),
+                name: name.to_string(),
+            })?;
         if !is_supported(info.ggml_dtype) {
             return Err(GgufError::UnsupportedType {
                 path: self.path.clone(),
