@@ -6,5 +6,7 @@
 //!          tokenizer ◄── gguf ◄─────────────────────┘
 //! ```
 //!
-//! - [`gguf`]: open a GGUF file as untrusted input, typed metadata, tensors.
+//! - [`gguf`]: open a GGUF file as untrusted input, typed metadata, tensors; write one atomically.
+//! - [`synth`]: tiny random models in llama.cpp's GGUF layout, for tests and the `tiny` recipe.
 pub mod gguf;
+pub mod synth;
