@@ -330,7 +330,7 @@ impl SynthSpec {
         if let Some((name, _)) = sizes.iter().find(|(_, v)| *v == 0) {
             return Err(bad(format!("{name} is 0; every size must be at least 1")));
         }
-        if self.n_head % self.n_kv_head != 0 {
+        if !self.n_head.is_multiple_of(self.n_kv_head) {
             return Err(bad(format!(
                 "n_head {} is not a multiple of n_kv_head {}",
                 self.n_head, self.n_kv_head
@@ -351,7 +351,7 @@ impl SynthSpec {
         for t in self.tensors() {
             let row = *t.shape.last().unwrap_or(&1);
             let block = t.dtype.block_size();
-            if row % block != 0 {
+            if !row.is_multiple_of(block) {
                 return Err(bad(format!(
                     "`{}` has rows of {row}, not a multiple of the {:?} block size {block}; \
                      pick sizes that are multiples of {block} or another type",
