@@ -11,6 +11,7 @@
 //! - [`data`]: JSONL preference records (TRL's formats) and their tokenization contract.
 //! - [`model`]: the frozen quantized base, LoRA adapters, the differentiable forward, log-probs.
 //! - [`source`]: a model named by local path or Hugging Face Hub file.
+//! - [`synth`]: tiny random GGUF models of every architecture, for tests and the tiny recipe.
 //! - [`cli`], [`cmd`]: the `dpo-lora` command line.
 pub mod cli;
 pub mod cmd;
@@ -18,4 +19,5 @@ pub mod data;
 pub mod gguf;
 pub mod model;
 pub mod source;
+pub mod synth;
 pub mod tokenizer;

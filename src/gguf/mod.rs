@@ -8,6 +8,8 @@
 //! tensor's declared shape and type is checked again here before any data is read.
 //! Reference: the GGUF spec in ggml's `docs/gguf.md`.
 
+pub mod write;
+
 use std::collections::HashMap;
 use std::fs::File;
 use std::io::BufReader;
