@@ -5,7 +5,11 @@ use std::path::PathBuf;
 use clap::{Args, Parser, Subcommand};
 
 #[derive(Debug, Parser)]
-#[command(name = "dpo-lora", version, about = "Direct Preference Optimization with LoRA over a frozen quantized GGUF model")]
+#[command(
+    name = "dpo-lora",
+    version,
+    about = "Direct Preference Optimization with LoRA over a frozen quantized GGUF model"
+)]
 pub struct Cli {
     #[command(subcommand)]
     pub command: Command,

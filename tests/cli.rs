@@ -48,7 +48,11 @@ fn write(dir: &Path, name: &str, text: &str) -> PathBuf {
 fn with_metadata(src: &Path, dst: &Path, key: &str, value: Value) {
     let mut r = std::fs::File::open(src).unwrap();
     let c = gguf_file::Content::read(&mut r).unwrap();
-    let mut md: Vec<(String, Value)> = c.metadata.iter().map(|(k, v)| (k.clone(), v.clone())).collect();
+    let mut md: Vec<(String, Value)> = c
+        .metadata
+        .iter()
+        .map(|(k, v)| (k.clone(), v.clone()))
+        .collect();
     for (k, v) in md.iter_mut() {
         if k == key {
             *v = value.clone();
@@ -60,26 +64,47 @@ fn with_metadata(src: &Path, dst: &Path, key: &str, value: Value) {
         .map(|n| (n.clone(), c.tensor(&mut r, n, &Device::Cpu).unwrap()))
         .collect();
     let md_ref: Vec<(&str, &Value)> = md.iter().map(|(k, v)| (k.as_str(), v)).collect();
-    let t_ref: Vec<(&str, &candle_core::quantized::QTensor)> = tensors.iter().map(|(k, v)| (k.as_str(), v)).collect();
+    let t_ref: Vec<(&str, &candle_core::quantized::QTensor)> =
+        tensors.iter().map(|(k, v)| (k.as_str(), v)).collect();
     let mut w = std::fs::File::create(dst).unwrap();
     gguf_file::write(&mut w, &md_ref, &t_ref).unwrap();
 }
 
 /// `score` through the CLI (tokenizer + model) reproduces the fixture sums and token counts.
 fn check_score(model: &Path, logprobs: &Path, data: &Path) {
-    let o = run(&["score", "--model", model.to_str().unwrap(), "--data", data.to_str().unwrap()]);
+    let o = run(&[
+        "score",
+        "--model",
+        model.to_str().unwrap(),
+        "--data",
+        data.to_str().unwrap(),
+    ]);
     assert!(o.status.success(), "{}", stderr(&o));
     let fx = common::read_json(logprobs.to_path_buf());
     let recs = fx["records"].as_array().unwrap();
-    let lines: Vec<serde_json::Value> = String::from_utf8(o.stdout).unwrap().lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    let lines: Vec<serde_json::Value> = String::from_utf8(o.stdout)
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
     assert_eq!(lines.len(), recs.len());
     for (got, want) in lines.iter().zip(recs) {
         for side in ["chosen", "rejected"] {
             let w = want[side]["hf_f32"]["sum"].as_f64().unwrap();
             let g = got[side].as_f64().unwrap();
-            assert!((g - w).abs() < 5e-3, "{}: record {} {side}: {g} vs {w}", model.display(), want["index"]);
+            assert!(
+                (g - w).abs() < 5e-3,
+                "{}: record {} {side}: {g} vs {w}",
+                model.display(),
+                want["index"]
+            );
             let n = want[side]["completion_ids"].as_array().unwrap().len() as u64;
-            assert_eq!(got[format!("{side}_tokens")].as_u64().unwrap(), n, "record {} {side} tokens", want["index"]);
+            assert_eq!(
+                got[format!("{side}_tokens")].as_u64().unwrap(),
+                n,
+                "record {} {side} tokens",
+                want["index"]
+            );
         }
     }
 }
@@ -88,14 +113,22 @@ fn check_score(model: &Path, logprobs: &Path, data: &Path) {
 fn score_tiny_models_end_to_end() {
     for arch in ["llama", "qwen2", "qwen3"] {
         let dir = common::fixtures().join("tiny").join(arch);
-        check_score(&tiny(arch), &dir.join("logprobs.json"), &common::fixtures().join("records.jsonl"));
+        check_score(
+            &tiny(arch),
+            &dir.join("logprobs.json"),
+            &common::fixtures().join("records.jsonl"),
+        );
     }
 }
 
 #[test]
 fn score_smollm2_end_to_end() {
     let fx = common::fixtures();
-    check_score(&common::real_model("smollm2"), &fx.join("smollm2/logprobs.json"), &fx.join("records.jsonl"));
+    check_score(
+        &common::real_model("smollm2"),
+        &fx.join("smollm2/logprobs.json"),
+        &fx.join("records.jsonl"),
+    );
 }
 
 #[test]
@@ -103,29 +136,60 @@ fn score_gemma3_plain_records_end_to_end() {
     // Gemma 3 270M has no chat template: only the plain-text records (the fixture's own subset).
     let fx = common::fixtures();
     let lp = common::read_json(fx.join("gemma3/logprobs.json"));
-    let keep: Vec<u64> = lp["records"].as_array().unwrap().iter().map(|r| r["index"].as_u64().unwrap()).collect();
+    let keep: Vec<u64> = lp["records"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["index"].as_u64().unwrap())
+        .collect();
     let all = std::fs::read_to_string(fx.join("records.jsonl")).unwrap();
-    let subset: String = all.lines().enumerate().filter(|(i, _)| keep.contains(&(*i as u64))).map(|(_, l)| format!("{l}\n")).collect();
+    let subset: String = all
+        .lines()
+        .enumerate()
+        .filter(|(i, _)| keep.contains(&(*i as u64)))
+        .map(|(_, l)| format!("{l}\n"))
+        .collect();
     let dir = tempfile::tempdir().unwrap();
     let data = write(dir.path(), "plain.jsonl", &subset);
-    check_score(&common::real_model("gemma3"), &fx.join("gemma3/logprobs.json"), &data);
+    check_score(
+        &common::real_model("gemma3"),
+        &fx.join("gemma3/logprobs.json"),
+        &data,
+    );
 }
 
 #[test]
 fn conversational_records_need_a_chat_template() {
     let fx = common::fixtures();
-    let o = run(&["score", "--model", common::real_model("gemma3").to_str().unwrap(), "--data", fx.join("records.jsonl").to_str().unwrap()]);
+    let o = run(&[
+        "score",
+        "--model",
+        common::real_model("gemma3").to_str().unwrap(),
+        "--data",
+        fx.join("records.jsonl").to_str().unwrap(),
+    ]);
     assert_user_error(&o, &["records.jsonl:7", "chat template"]);
 }
 
 #[test]
 fn tokenize_prints_ids_and_pieces() {
-    let o = run(&["tokenize", "--model", tiny("qwen2").to_str().unwrap(), "<|im_start|>hi"]);
+    let o = run(&[
+        "tokenize",
+        "--model",
+        tiny("qwen2").to_str().unwrap(),
+        "<|im_start|>hi",
+    ]);
     assert!(o.status.success(), "{}", stderr(&o));
     let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
     assert_eq!(v["ids"][0], 1, "<|im_start|> is one control token");
     assert_eq!(v["pieces"][0], "<|im_start|>");
-    let o = run(&["tokenize", "--model", tiny("qwen2").to_str().unwrap(), "--no-parse-special", "<|im_start|>hi"]);
+    let o = run(&[
+        "tokenize",
+        "--model",
+        tiny("qwen2").to_str().unwrap(),
+        "--no-parse-special",
+        "<|im_start|>hi",
+    ]);
     let w: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
     assert!(w["ids"].as_array().unwrap().len() > 2);
 }
@@ -152,24 +216,53 @@ fn truncated_gguf() {
 fn corrupt_gguf() {
     let dir = tempfile::tempdir().unwrap();
     let p = dir.path().join("noise.gguf");
-    std::fs::write(&p, (0..4096u32).map(|i| (i.wrapping_mul(2654435761) >> 13) as u8).collect::<Vec<u8>>()).unwrap();
-    assert_user_error(&run(&["inspect", p.to_str().unwrap()]), &["noise.gguf", "not a readable GGUF"]);
+    std::fs::write(
+        &p,
+        (0..4096u32)
+            .map(|i| (i.wrapping_mul(2654435761) >> 13) as u8)
+            .collect::<Vec<u8>>(),
+    )
+    .unwrap();
+    assert_user_error(
+        &run(&["inspect", p.to_str().unwrap()]),
+        &["noise.gguf", "not a readable GGUF"],
+    );
 }
 
 #[test]
 fn unknown_architecture() {
     let dir = tempfile::tempdir().unwrap();
     let p = dir.path().join("mamba.gguf");
-    with_metadata(&tiny("llama"), &p, "general.architecture", Value::String("mamba".into()));
-    assert_user_error(&run(&["inspect", p.to_str().unwrap()]), &["mamba.gguf", "unknown architecture `mamba`", "llama, qwen2, qwen3, gemma3"]);
+    with_metadata(
+        &tiny("llama"),
+        &p,
+        "general.architecture",
+        Value::String("mamba".into()),
+    );
+    assert_user_error(
+        &run(&["inspect", p.to_str().unwrap()]),
+        &[
+            "mamba.gguf",
+            "unknown architecture `mamba`",
+            "llama, qwen2, qwen3, gemma3",
+        ],
+    );
 }
 
 #[test]
 fn tensor_shape_disagrees_with_metadata() {
     let dir = tempfile::tempdir().unwrap();
     let p = dir.path().join("shape.gguf");
-    with_metadata(&tiny("qwen2"), &p, "qwen2.feed_forward_length", Value::U32(96));
-    assert_user_error(&run(&["inspect", p.to_str().unwrap()]), &["shape.gguf", "ffn_gate.weight", "[128, 64]", "[96, 64]"]);
+    with_metadata(
+        &tiny("qwen2"),
+        &p,
+        "qwen2.feed_forward_length",
+        Value::U32(96),
+    );
+    assert_user_error(
+        &run(&["inspect", p.to_str().unwrap()]),
+        &["shape.gguf", "ffn_gate.weight", "[128, 64]", "[96, 64]"],
+    );
 }
 
 #[test]
@@ -178,19 +271,55 @@ fn invalid_jsonl() {
     let model = tiny("qwen3");
     let ok = r#"{"prompt": "a", "chosen": "b", "rejected": "c"}"#;
     let cases: [(&str, String, &[&str]); 6] = [
-        ("badjson.jsonl", format!("{ok}\n{{\"prompt\": \"a\",\n"), &["badjson.jsonl:2", "invalid JSON"]),
-        ("missing.jsonl", format!("{ok}\n{ok}\n{{\"prompt\": \"a\", \"chosen\": \"b\"}}\n"), &["missing.jsonl:3", "\"rejected\" is missing"]),
-        ("type.jsonl", r#"{"prompt": "a", "chosen": 5, "rejected": "c"}"#.to_string(), &["type.jsonl:1", "\"chosen\"", "a number"]),
-        ("empty.jsonl", r#"{"prompt": "a", "chosen": "b", "rejected": ""}"#.to_string(), &["empty.jsonl:1", "\"rejected\" is empty"]),
-        ("msg.jsonl", r#"{"prompt": [{"role": "user"}], "chosen": [], "rejected": []}"#.to_string(), &["msg.jsonl:1", "\"prompt\"", "message 0"]),
-        ("nothing.jsonl", "\n".to_string(), &["nothing.jsonl", "no records"]),
+        (
+            "badjson.jsonl",
+            format!("{ok}\n{{\"prompt\": \"a\",\n"),
+            &["badjson.jsonl:2", "invalid JSON"],
+        ),
+        (
+            "missing.jsonl",
+            format!("{ok}\n{ok}\n{{\"prompt\": \"a\", \"chosen\": \"b\"}}\n"),
+            &["missing.jsonl:3", "\"rejected\" is missing"],
+        ),
+        (
+            "type.jsonl",
+            r#"{"prompt": "a", "chosen": 5, "rejected": "c"}"#.to_string(),
+            &["type.jsonl:1", "\"chosen\"", "a number"],
+        ),
+        (
+            "empty.jsonl",
+            r#"{"prompt": "a", "chosen": "b", "rejected": ""}"#.to_string(),
+            &["empty.jsonl:1", "\"rejected\" is empty"],
+        ),
+        (
+            "msg.jsonl",
+            r#"{"prompt": [{"role": "user"}], "chosen": [], "rejected": []}"#.to_string(),
+            &["msg.jsonl:1", "\"prompt\"", "message 0"],
+        ),
+        (
+            "nothing.jsonl",
+            "\n".to_string(),
+            &["nothing.jsonl", "no records"],
+        ),
     ];
     for (name, text, needles) in cases {
         let p = write(dir.path(), name, &text);
-        let o = run(&["score", "--model", model.to_str().unwrap(), "--data", p.to_str().unwrap()]);
+        let o = run(&[
+            "score",
+            "--model",
+            model.to_str().unwrap(),
+            "--data",
+            p.to_str().unwrap(),
+        ]);
         assert_user_error(&o, needles);
     }
-    let o = run(&["score", "--model", model.to_str().unwrap(), "--data", "/nonexistent/prefs.jsonl"]);
+    let o = run(&[
+        "score",
+        "--model",
+        model.to_str().unwrap(),
+        "--data",
+        "/nonexistent/prefs.jsonl",
+    ]);
     assert_user_error(&o, &["/nonexistent/prefs.jsonl", "cannot read"]);
 }
 

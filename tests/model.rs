@@ -9,7 +9,12 @@ use dpo_lora::gguf::GgufFile;
 use dpo_lora::model::{Adapters, Lora, LoraLinear, Model, Scored, Target};
 use dpo_lora::synth::{SynthArch, SynthSpec};
 
-const ARCHS: [SynthArch; 4] = [SynthArch::Llama, SynthArch::Qwen2, SynthArch::Qwen3, SynthArch::Gemma3];
+const ARCHS: [SynthArch; 4] = [
+    SynthArch::Llama,
+    SynthArch::Qwen2,
+    SynthArch::Qwen3,
+    SynthArch::Gemma3,
+];
 
 fn load(spec: &SynthSpec) -> (tempfile::TempDir, Model) {
     let dir = tempfile::tempdir().unwrap();
@@ -21,11 +26,16 @@ fn load(spec: &SynthSpec) -> (tempfile::TempDir, Model) {
 }
 
 fn seq(n: usize, seed: u32, vocab: usize) -> Vec<u32> {
-    (0..n as u32).map(|i| (i.wrapping_mul(2654435761).wrapping_add(seed * 97) >> 7) % vocab as u32).collect()
+    (0..n as u32)
+        .map(|i| (i.wrapping_mul(2654435761).wrapping_add(seed * 97) >> 7) % vocab as u32)
+        .collect()
 }
 
 fn close(a: &[f32], b: &[f32], tol: f32) -> bool {
-    a.len() == b.len() && a.iter().zip(b).all(|(x, y)| (x - y).abs() <= tol * (1.0 + y.abs()))
+    a.len() == b.len()
+        && a.iter()
+            .zip(b)
+            .all(|(x, y)| (x - y).abs() <= tol * (1.0 + y.abs()))
 }
 
 #[test]
@@ -34,13 +44,46 @@ fn batch_of_two_equals_two_batches_of_one() {
         let (_d, m) = load(&SynthSpec::tiny(arch));
         let v = m.config.vocab;
         let (a, b) = (seq(13, 1, v), seq(7, 2, v));
-        let both = m.sequence_logps(&[Scored { ids: &a, score_from: 3 }, Scored { ids: &b, score_from: 2 }], Adapters::Off).unwrap();
-        let one_a = m.sequence_logps(&[Scored { ids: &a, score_from: 3 }], Adapters::Off).unwrap();
-        let one_b = m.sequence_logps(&[Scored { ids: &b, score_from: 2 }], Adapters::Off).unwrap();
+        let both = m
+            .sequence_logps(
+                &[
+                    Scored {
+                        ids: &a,
+                        score_from: 3,
+                    },
+                    Scored {
+                        ids: &b,
+                        score_from: 2,
+                    },
+                ],
+                Adapters::Off,
+            )
+            .unwrap();
+        let one_a = m
+            .sequence_logps(
+                &[Scored {
+                    ids: &a,
+                    score_from: 3,
+                }],
+                Adapters::Off,
+            )
+            .unwrap();
+        let one_b = m
+            .sequence_logps(
+                &[Scored {
+                    ids: &b,
+                    score_from: 2,
+                }],
+                Adapters::Off,
+            )
+            .unwrap();
         let both = both.tokens.to_vec1::<f32>().unwrap();
         let mut sep = one_a.tokens.to_vec1::<f32>().unwrap();
         sep.extend(one_b.tokens.to_vec1::<f32>().unwrap());
-        assert!(close(&both, &sep, 1e-5), "{arch:?}: batched {both:?} vs separate {sep:?}");
+        assert!(
+            close(&both, &sep, 1e-5),
+            "{arch:?}: batched {both:?} vs separate {sep:?}"
+        );
     }
 }
 
@@ -53,10 +96,17 @@ fn padding_does_not_change_real_tokens() {
         let mut padded = real.clone();
         padded.extend(seq(6, 4, v)); // junk after the real length
         let h_real = m.forward_hidden(&real, &[9], 9, Adapters::Off).unwrap();
-        let h_pad = m.forward_hidden(&padded, &[9], 15, Adapters::Off).unwrap().narrow(1, 0, 9).unwrap();
+        let h_pad = m
+            .forward_hidden(&padded, &[9], 15, Adapters::Off)
+            .unwrap()
+            .narrow(1, 0, 9)
+            .unwrap();
         let a = h_real.flatten_all().unwrap().to_vec1::<f32>().unwrap();
         let b = h_pad.flatten_all().unwrap().to_vec1::<f32>().unwrap();
-        assert!(close(&a, &b, 1e-5), "{arch:?}: padding changed real positions");
+        assert!(
+            close(&a, &b, 1e-5),
+            "{arch:?}: padding changed real positions"
+        );
     }
 }
 
@@ -76,26 +126,57 @@ fn sliding_window_hides_tokens_beyond_its_reach() {
     let diff = |p: usize| -> f32 {
         let x = ha.narrow(1, p, 1).unwrap();
         let y = hb.narrow(1, p, 1).unwrap();
-        (x - y).unwrap().abs().unwrap().max_all().unwrap().to_scalar::<f32>().unwrap()
+        (x - y)
+            .unwrap()
+            .abs()
+            .unwrap()
+            .max_all()
+            .unwrap()
+            .to_scalar::<f32>()
+            .unwrap()
     };
     assert!(diff(1) > 0.0, "a nearby position must see the change");
     for p in 7..12 {
-        assert_eq!(diff(p), 0.0, "position {p} is beyond the window but changed");
+        assert_eq!(
+            diff(p),
+            0.0,
+            "position {p} is beyond the window but changed"
+        );
     }
     // The same model with global layers does see it.
     let mut spec_g = spec.clone();
     spec_g.gemma3_global_every = 1;
     let (_d2, mg) = load(&spec_g);
-    let ga = mg.forward_hidden(&a, &[12], 12, Adapters::Off).unwrap().narrow(1, 11, 1).unwrap();
-    let gb = mg.forward_hidden(&b, &[12], 12, Adapters::Off).unwrap().narrow(1, 11, 1).unwrap();
-    assert!((ga - gb).unwrap().abs().unwrap().max_all().unwrap().to_scalar::<f32>().unwrap() > 0.0);
+    let ga = mg
+        .forward_hidden(&a, &[12], 12, Adapters::Off)
+        .unwrap()
+        .narrow(1, 11, 1)
+        .unwrap();
+    let gb = mg
+        .forward_hidden(&b, &[12], 12, Adapters::Off)
+        .unwrap()
+        .narrow(1, 11, 1)
+        .unwrap();
+    assert!(
+        (ga - gb)
+            .unwrap()
+            .abs()
+            .unwrap()
+            .max_all()
+            .unwrap()
+            .to_scalar::<f32>()
+            .unwrap()
+            > 0.0
+    );
 }
 
 fn lcg(n: usize, seed: u64, scale: f32) -> Vec<f32> {
     let mut s = seed;
     (0..n)
         .map(|_| {
-            s = s.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+            s = s
+                .wrapping_mul(6364136223846793005)
+                .wrapping_add(1442695040888963407);
             (((s >> 33) as f32 / (1u64 << 31) as f32) - 0.5) * scale
         })
         .collect()
@@ -110,8 +191,14 @@ fn full_lora(m: &Model, rank: usize) -> Lora {
             let lin = m.linear(il, t);
             let (i, o) = (lin.in_features(), lin.out_features());
             let seed = (il * 16 + ti) as u64;
-            let a = Var::from_tensor(&Tensor::from_vec(lcg(rank * i, seed, 0.2), (rank, i), &dev).unwrap()).unwrap();
-            let b = Var::from_tensor(&Tensor::from_vec(lcg(o * rank, seed + 1000, 0.2), (o, rank), &dev).unwrap()).unwrap();
+            let a = Var::from_tensor(
+                &Tensor::from_vec(lcg(rank * i, seed, 0.2), (rank, i), &dev).unwrap(),
+            )
+            .unwrap();
+            let b = Var::from_tensor(
+                &Tensor::from_vec(lcg(o * rank, seed + 1000, 0.2), (o, rank), &dev).unwrap(),
+            )
+            .unwrap();
             lora.layers.insert((il, t), LoraLinear { a, b, scale: 2.0 });
         }
     }
@@ -128,14 +215,39 @@ fn gradient_reaches_every_adapter_in_every_layer() {
             let lora = full_lora(&m, 4);
             let v = m.config.vocab;
             let (a, b) = (seq(10, 6, v), seq(8, 7, v));
-            let out = m.sequence_logps(&[Scored { ids: &a, score_from: 4 }, Scored { ids: &b, score_from: 4 }], Adapters::On(&lora)).unwrap();
+            let out = m
+                .sequence_logps(
+                    &[
+                        Scored {
+                            ids: &a,
+                            score_from: 4,
+                        },
+                        Scored {
+                            ids: &b,
+                            score_from: 4,
+                        },
+                    ],
+                    Adapters::On(&lora),
+                )
+                .unwrap();
             let loss = (out.sums.get(0).unwrap() - out.sums.get(1).unwrap()).unwrap();
             let grads = loss.backward().unwrap();
             for ((il, t), l) in &lora.layers {
                 for (name, var) in [("A", &l.a), ("B", &l.b)] {
-                    let g = grads.get(var.as_tensor()).unwrap_or_else(|| panic!("{arch:?} {wt:?} layer {il} {t:?} {name}: no gradient"));
-                    let n = g.sqr().unwrap().sum_all().unwrap().to_scalar::<f32>().unwrap();
-                    assert!(n.is_finite() && n > 0.0, "{arch:?} {wt:?} layer {il} {t:?} {name}: gradient norm² {n}");
+                    let g = grads.get(var.as_tensor()).unwrap_or_else(|| {
+                        panic!("{arch:?} {wt:?} layer {il} {t:?} {name}: no gradient")
+                    });
+                    let n = g
+                        .sqr()
+                        .unwrap()
+                        .sum_all()
+                        .unwrap()
+                        .to_scalar::<f32>()
+                        .unwrap();
+                    assert!(
+                        n.is_finite() && n > 0.0,
+                        "{arch:?} {wt:?} layer {il} {t:?} {name}: gradient norm² {n}"
+                    );
                 }
             }
         }
@@ -147,8 +259,21 @@ fn adapters_change_the_policy() {
     let (_d, m) = load(&SynthSpec::tiny(SynthArch::Llama));
     let lora = full_lora(&m, 2);
     let s = seq(8, 9, m.config.vocab);
-    let x = [Scored { ids: &s, score_from: 2 }];
-    let off = m.sequence_logps(&x, Adapters::Off).unwrap().tokens.to_vec1::<f32>().unwrap();
-    let on = m.sequence_logps(&x, Adapters::On(&lora)).unwrap().tokens.to_vec1::<f32>().unwrap();
+    let x = [Scored {
+        ids: &s,
+        score_from: 2,
+    }];
+    let off = m
+        .sequence_logps(&x, Adapters::Off)
+        .unwrap()
+        .tokens
+        .to_vec1::<f32>()
+        .unwrap();
+    let on = m
+        .sequence_logps(&x, Adapters::On(&lora))
+        .unwrap()
+        .tokens
+        .to_vec1::<f32>()
+        .unwrap();
     assert_ne!(on, off);
 }

@@ -26,32 +26,66 @@ fn check(model_path: std::path::PathBuf, logprobs: std::path::PathBuf, column: &
             seqs.push(ids);
             wants.push((side, &rec[side][column]));
         }
-        let scored: Vec<Scored> = seqs.iter().map(|s| Scored { ids: s, score_from: prompt.len() }).collect();
+        let scored: Vec<Scored> = seqs
+            .iter()
+            .map(|s| Scored {
+                ids: s,
+                score_from: prompt.len(),
+            })
+            .collect();
         let out = model.sequence_logps(&scored, Adapters::Off).unwrap();
         let sums = out.sums.to_vec1::<f32>().unwrap();
         let toks = out.tokens.to_vec1::<f32>().unwrap();
         for (i, (side, want)) in wants.iter().enumerate() {
             let want_sum = want["sum"].as_f64().unwrap();
             let d_sum = (sums[i] as f64 - want_sum).abs();
-            let want_toks: Vec<f64> = want["token_logps"].as_array().unwrap().iter().map(|x| x.as_f64().unwrap()).collect();
+            let want_toks: Vec<f64> = want["token_logps"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|x| x.as_f64().unwrap())
+                .collect();
             let got_toks = &toks[out.ranges[i].clone()];
-            assert_eq!(got_toks.len(), want_toks.len(), "record {} {side}: token count", rec["index"]);
-            let d_tok = got_toks.iter().zip(&want_toks).map(|(a, b)| (*a as f64 - b).abs()).fold(0f64, f64::max);
+            assert_eq!(
+                got_toks.len(),
+                want_toks.len(),
+                "record {} {side}: token count",
+                rec["index"]
+            );
+            let d_tok = got_toks
+                .iter()
+                .zip(&want_toks)
+                .map(|(a, b)| (*a as f64 - b).abs())
+                .fold(0f64, f64::max);
             worst = (worst.0.max(d_sum), worst.1.max(d_tok));
             if d_sum > 5e-3 || d_tok > 1e-3 {
                 failures.push(format!("record {} {side}: sum {} vs {want_sum} (|d| {d_sum:.2e}), max token |d| {d_tok:.2e}", rec["index"], sums[i]));
             }
         }
     }
-    eprintln!("{}: worst |d| sum {:.2e}, token {:.2e}", model_path.display(), worst.0, worst.1);
-    assert!(failures.is_empty(), "{} vs {column}:\n{}", model_path.display(), failures.join("\n"));
+    eprintln!(
+        "{}: worst |d| sum {:.2e}, token {:.2e}",
+        model_path.display(),
+        worst.0,
+        worst.1
+    );
+    assert!(
+        failures.is_empty(),
+        "{} vs {column}:\n{}",
+        model_path.display(),
+        failures.join("\n")
+    );
 }
 
 #[test]
 fn tiny_f32_models_match_transformers() {
     for arch in ["llama", "qwen2", "qwen3"] {
         let dir = common::fixtures().join("tiny").join(arch);
-        check(dir.join(format!("tiny-{arch}-f32.gguf")), dir.join("logprobs.json"), "hf_f32");
+        check(
+            dir.join(format!("tiny-{arch}-f32.gguf")),
+            dir.join("logprobs.json"),
+            "hf_f32",
+        );
     }
 }
 
@@ -59,16 +93,28 @@ fn tiny_f32_models_match_transformers() {
 fn tiny_q8_0_models_match_llamacpp_dequantized() {
     for arch in ["llama", "qwen2", "qwen3"] {
         let dir = common::fixtures().join("tiny").join(arch);
-        check(dir.join(format!("tiny-{arch}-q8_0.gguf")), dir.join("logprobs.json"), "llamacpp_q8_0_dequant_f32");
+        check(
+            dir.join(format!("tiny-{arch}-q8_0.gguf")),
+            dir.join("logprobs.json"),
+            "llamacpp_q8_0_dequant_f32",
+        );
     }
 }
 
 #[test]
 fn smollm2_matches_transformers() {
-    check(common::real_model("smollm2"), common::fixtures().join("smollm2/logprobs.json"), "hf_f32");
+    check(
+        common::real_model("smollm2"),
+        common::fixtures().join("smollm2/logprobs.json"),
+        "hf_f32",
+    );
 }
 
 #[test]
 fn gemma3_matches_transformers() {
-    check(common::real_model("gemma3"), common::fixtures().join("gemma3/logprobs.json"), "hf_f32");
+    check(
+        common::real_model("gemma3"),
+        common::fixtures().join("gemma3/logprobs.json"),
+        "hf_f32",
+    );
 }

@@ -1,5 +1,7 @@
 //! Synthetic GGUF models: written by `synth`, read back through the real reader (`GgufFile`),
-//! compared against llama.cpp-converted reference files where this machine has them.
+//! compared against llama.cpp-converted reference files (the real models and the tiny fixtures).
+
+mod common;
 
 use std::collections::BTreeSet;
 use std::path::Path;
@@ -302,34 +304,24 @@ fn value_kind(v: &Value) -> String {
 
 /// A synthetic model sized like a reference file has the same block-0 tensor names and shapes,
 /// the same `{arch}.*` keys with the same value types, and (for the same tokenizer family) at
-/// least the reference's `tokenizer.*` keys. Skips references this machine does not have.
+/// least the reference's `tokenizer.*` keys.
 #[test]
 fn layout_matches_llama_cpp_reference_files() {
     let refs = [
-        (
-            SynthArch::Llama,
-            "/root/.cache/dpo-lora/models/SmolLM2-135M-Instruct.Q4_1.gguf",
-        ),
+        (SynthArch::Llama, common::real_model("smollm2")),
         (
             SynthArch::Qwen2,
-            "/work/shared/fixtures/tiny/qwen2/tiny-qwen2-f32.gguf",
+            common::fixtures().join("tiny/qwen2/tiny-qwen2-f32.gguf"),
         ),
         (
             SynthArch::Qwen3,
-            "/work/shared/fixtures/tiny/qwen3/tiny-qwen3-f32.gguf",
+            common::fixtures().join("tiny/qwen3/tiny-qwen3-f32.gguf"),
         ),
-        (
-            SynthArch::Gemma3,
-            "/root/.cache/dpo-lora/models/gemma-3-270m-q4_k_m.gguf",
-        ),
+        (SynthArch::Gemma3, common::real_model("gemma3")),
     ];
     let dir = tempfile::tempdir().unwrap();
     for (arch, ref_path) in refs {
-        if !Path::new(ref_path).exists() {
-            eprintln!("skipped {arch:?}: no reference file {ref_path}");
-            continue;
-        }
-        let r = GgufFile::open(ref_path).unwrap();
+        let r = GgufFile::open(&ref_path).unwrap();
         let a = arch.gguf_name();
         let get = |k: &str| r.get_usize(&format!("{a}.{k}")).unwrap();
         let mut spec = SynthSpec::tiny(arch);

@@ -6,8 +6,8 @@
 
 use std::path::{Path, PathBuf};
 
-use dpo_lora::gguf::GgufFile;
 use dpo_lora::data::{encode_pair, Field, PreferenceRecord};
+use dpo_lora::gguf::GgufFile;
 use dpo_lora::tokenizer::{Message, Tokenizer, TokenizerKind};
 use serde_json::Value;
 
@@ -135,8 +135,15 @@ fn check_records(tok: &Tokenizer, rel: &str) {
         };
         let pair = encode_pair(tok, &record).unwrap_or_else(|e| panic!("{rel} record {idx}: {e}"));
         for side in ["chosen", "rejected"] {
-            let enc = if side == "chosen" { &pair.chosen } else { &pair.rejected };
-            let (p_ids, c_ids) = (enc.ids[..enc.prompt_len].to_vec(), enc.completion().to_vec());
+            let enc = if side == "chosen" {
+                &pair.chosen
+            } else {
+                &pair.rejected
+            };
+            let (p_ids, c_ids) = (
+                enc.ids[..enc.prompt_len].to_vec(),
+                enc.completion().to_vec(),
+            );
             let (want_p, want_c) = (ids(&exp["prompt_ids"]), ids(&exp[format!("{side}_ids")]));
             if p_ids != want_p {
                 bad.push(format!(

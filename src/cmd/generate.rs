@@ -14,11 +14,22 @@ use crate::tokenizer::Message;
 pub fn run(a: GenerateArgs) -> Result<()> {
     let (f, model, tok) = super::load(&a.model.model)?;
     if !(a.temperature >= 0.0 && a.temperature.is_finite()) {
-        anyhow::bail!("--temperature must be >= 0 (0 = greedy), got {}", a.temperature);
+        anyhow::bail!(
+            "--temperature must be >= 0 (0 = greedy), got {}",
+            a.temperature
+        );
     }
     let mut ids = if a.chat {
-        let tpl = tok.chat_template().with_context(|| format!("{}: no chat template; drop --chat", f.path.display()))?;
-        let text = tpl.render(&[Message { role: "user".into(), content: a.prompt.clone() }], true)?;
+        let tpl = tok
+            .chat_template()
+            .with_context(|| format!("{}: no chat template; drop --chat", f.path.display()))?;
+        let text = tpl.render(
+            &[Message {
+                role: "user".into(),
+                content: a.prompt.clone(),
+            }],
+            true,
+        )?;
         with_bos(&tok, &text, true)
     } else {
         with_bos(&tok, &a.prompt, false)
@@ -37,7 +48,11 @@ pub fn run(a: GenerateArgs) -> Result<()> {
         }
         let t = ids.len();
         let h = model.forward_hidden(&ids, &[t], t, Adapters::Off)?;
-        let last = h.squeeze(0)?.narrow(0, t - 1, 1)?.flatten_all()?.to_vec1::<f32>()?;
+        let last = h
+            .squeeze(0)?
+            .narrow(0, t - 1, 1)?
+            .flatten_all()?
+            .to_vec1::<f32>()?;
         let logits = model.output_weight().matmul_t(&last, 1)?;
         let next = sample(&logits, a.temperature, &mut rng);
         if tok.is_eog(next) {
@@ -62,12 +77,22 @@ pub fn run(a: GenerateArgs) -> Result<()> {
 }
 
 fn sample(logits: &[f32], temperature: f64, rng: &mut impl Rng) -> u32 {
-    let argmax = logits.iter().enumerate().fold((0, f32::NEG_INFINITY), |b, (i, &x)| if x > b.1 { (i, x) } else { b }).0;
+    let argmax = logits
+        .iter()
+        .enumerate()
+        .fold(
+            (0, f32::NEG_INFINITY),
+            |b, (i, &x)| if x > b.1 { (i, x) } else { b },
+        )
+        .0;
     if temperature == 0.0 {
         return argmax as u32;
     }
     let max = logits[argmax] as f64;
-    let w: Vec<f64> = logits.iter().map(|&x| ((x as f64 - max) / temperature).exp()).collect();
+    let w: Vec<f64> = logits
+        .iter()
+        .map(|&x| ((x as f64 - max) / temperature).exp())
+        .collect();
     let total: f64 = w.iter().sum();
     let mut r = rng.random::<f64>() * total;
     for (i, x) in w.iter().enumerate() {

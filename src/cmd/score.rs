@@ -27,7 +27,10 @@ pub fn run(a: ScoreArgs) -> Result<()> {
         }
         pairs.push(p);
     }
-    let total: u64 = pairs.iter().map(|p| (p.chosen.ids.len() + p.rejected.ids.len()) as u64).sum();
+    let total: u64 = pairs
+        .iter()
+        .map(|p| (p.chosen.ids.len() + p.rejected.ids.len()) as u64)
+        .sum();
     let bar = ProgressBar::new(total).with_style(
         ProgressStyle::with_template("{bar:30} {pos}/{len} tokens  {per_sec}  eta {eta}")
             .unwrap_or_else(|_| ProgressStyle::default_bar()),
@@ -36,8 +39,14 @@ pub fn run(a: ScoreArgs) -> Result<()> {
     let mut out = std::io::stdout().lock();
     for (r, p) in records.iter().zip(&pairs) {
         let seqs = [
-            Scored { ids: &p.chosen.ids, score_from: p.chosen.prompt_len },
-            Scored { ids: &p.rejected.ids, score_from: p.rejected.prompt_len },
+            Scored {
+                ids: &p.chosen.ids,
+                score_from: p.chosen.prompt_len,
+            },
+            Scored {
+                ids: &p.rejected.ids,
+                score_from: p.rejected.prompt_len,
+            },
         ];
         let lp = model.sequence_logps(&seqs, Adapters::Off)?;
         let sums = lp.sums.to_vec1::<f32>()?;

@@ -12,14 +12,16 @@ pub fn run(a: TokenizeArgs) -> Result<()> {
     let tok = super::tokenizer(&f)?;
     let texts: Vec<String> = match (&a.file, &a.text) {
         (Some(path), _) => {
-            let s = std::fs::read_to_string(path).map_err(|e| anyhow::anyhow!("{}: cannot read: {e}", path.display()))?;
+            let s = std::fs::read_to_string(path)
+                .map_err(|e| anyhow::anyhow!("{}: cannot read: {e}", path.display()))?;
             let mut v = Vec::new();
             for (i, line) in s.lines().enumerate() {
                 if line.trim().is_empty() {
                     continue;
                 }
                 let err = |m: &str| anyhow::anyhow!("{}:{}: {m}", path.display(), i + 1);
-                let j: Value = serde_json::from_str(line).map_err(|e| err(&format!("invalid JSON: {e}")))?;
+                let j: Value =
+                    serde_json::from_str(line).map_err(|e| err(&format!("invalid JSON: {e}")))?;
                 match j.get("text") {
                     Some(Value::String(t)) => v.push(t.clone()),
                     Some(_) => return Err(err("field \"text\" must be a string")),
@@ -35,7 +37,11 @@ pub fn run(a: TokenizeArgs) -> Result<()> {
     for t in texts {
         let ids = tok.encode(&t, !a.no_parse_special);
         let pieces: Vec<&str> = ids.iter().map(|&i| tok.piece(i).unwrap_or("")).collect();
-        writeln!(out, "{}", serde_json::json!({ "ids": ids, "pieces": pieces }))?;
+        writeln!(
+            out,
+            "{}",
+            serde_json::json!({ "ids": ids, "pieces": pieces })
+        )?;
     }
     Ok(())
 }

@@ -62,22 +62,31 @@ pub fn encode_pair(tok: &Tokenizer, rec: &PreferenceRecord) -> Result<EncodedPai
                 ids.push(eos);
                 Ok(EncodedSide { ids, prompt_len })
             };
-            Ok(EncodedPair { chosen: side("chosen", c)?, rejected: side("rejected", r)?, prompt_ids })
+            Ok(EncodedPair {
+                chosen: side("chosen", c)?,
+                rejected: side("rejected", r)?,
+                prompt_ids,
+            })
         }
         (Field::Messages(p), Field::Messages(c), Field::Messages(r)) => {
             let tpl = tok.chat_template().ok_or(EncodeError::NoTemplate)?;
             let prompt_text = tpl.render(p, true)?;
             let prompt_ids = with_bos(tok, &prompt_text, true);
-            let side = |name: &'static str, completion: &[Message]| -> Result<EncodedSide, EncodeError> {
-                let all: Vec<Message> = p.iter().chain(completion).cloned().collect();
-                let ids = with_bos(tok, &tpl.render(&all, false)?, true);
-                let prompt_len = common_prefix(&prompt_ids, &ids);
-                if prompt_len == ids.len() {
-                    return Err(EncodeError::EmptyCompletion(name));
-                }
-                Ok(EncodedSide { ids, prompt_len })
-            };
-            Ok(EncodedPair { chosen: side("chosen", c)?, rejected: side("rejected", r)?, prompt_ids })
+            let side =
+                |name: &'static str, completion: &[Message]| -> Result<EncodedSide, EncodeError> {
+                    let all: Vec<Message> = p.iter().chain(completion).cloned().collect();
+                    let ids = with_bos(tok, &tpl.render(&all, false)?, true);
+                    let prompt_len = common_prefix(&prompt_ids, &ids);
+                    if prompt_len == ids.len() {
+                        return Err(EncodeError::EmptyCompletion(name));
+                    }
+                    Ok(EncodedSide { ids, prompt_len })
+                };
+            Ok(EncodedPair {
+                chosen: side("chosen", c)?,
+                rejected: side("rejected", r)?,
+                prompt_ids,
+            })
         }
         _ => Err(EncodeError::Mixed),
     }
@@ -88,7 +97,9 @@ pub fn with_bos(tok: &Tokenizer, text: &str, parse_special: bool) -> Vec<u32> {
     let mut ids = Vec::new();
     if tok.add_bos() {
         if let Some(bos) = tok.bos_id() {
-            let starts_with_bos = tok.piece(bos).is_some_and(|t| !t.is_empty() && text.starts_with(t));
+            let starts_with_bos = tok
+                .piece(bos)
+                .is_some_and(|t| !t.is_empty() && text.starts_with(t));
             if !(parse_special && starts_with_bos) {
                 ids.push(bos);
             }

@@ -37,27 +37,45 @@ pub struct PreferenceRecord {
 #[derive(Debug, thiserror::Error)]
 pub enum DataError {
     #[error("{path}: cannot read: {source}")]
-    Read { path: PathBuf, source: std::io::Error },
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
     #[error("{path}:{line}: {msg}")]
-    Line { path: PathBuf, line: usize, msg: String },
+    Line {
+        path: PathBuf,
+        line: usize,
+        msg: String,
+    },
     #[error("{path}: no records (the file is empty); each line must be a JSON object with \"prompt\", \"chosen\" and \"rejected\"")]
     Empty { path: PathBuf },
 }
 
 /// Read every record of a JSONL file. Blank lines are skipped; anything else must be a record.
 pub fn read_jsonl(path: &Path) -> Result<Vec<PreferenceRecord>, DataError> {
-    let text = std::fs::read_to_string(path).map_err(|source| DataError::Read { path: path.to_path_buf(), source })?;
+    let text = std::fs::read_to_string(path).map_err(|source| DataError::Read {
+        path: path.to_path_buf(),
+        source,
+    })?;
     let mut out = Vec::new();
     for (i, raw) in text.lines().enumerate() {
         let line = i + 1;
         if raw.trim().is_empty() {
             continue;
         }
-        let err = |msg: String| DataError::Line { path: path.to_path_buf(), line, msg };
+        let err = |msg: String| DataError::Line {
+            path: path.to_path_buf(),
+            line,
+            msg,
+        };
         let v: Value = serde_json::from_str(raw).map_err(|e| err(format!("invalid JSON: {e}")))?;
-        let obj = v.as_object().ok_or_else(|| err("expected a JSON object with \"prompt\", \"chosen\" and \"rejected\"".into()))?;
+        let obj = v.as_object().ok_or_else(|| {
+            err("expected a JSON object with \"prompt\", \"chosen\" and \"rejected\"".into())
+        })?;
         let field = |name: &str| -> Result<Field, DataError> {
-            let v = obj.get(name).ok_or_else(|| err(format!("field \"{name}\" is missing")))?;
+            let v = obj
+                .get(name)
+                .ok_or_else(|| err(format!("field \"{name}\" is missing")))?;
             parse_field(v).map_err(|m| err(format!("field \"{name}\" {m}")))
         };
         let (prompt, chosen, rejected) = (field("prompt")?, field("chosen")?, field("rejected")?);
@@ -71,13 +89,23 @@ pub fn read_jsonl(path: &Path) -> Result<Vec<PreferenceRecord>, DataError> {
                 Field::Messages(m) => m.is_empty() || m.iter().all(|m| m.content.is_empty()),
             };
             if empty {
-                return Err(err(format!("field \"{name}\" is empty; a completion needs at least one character")));
+                return Err(err(format!(
+                    "field \"{name}\" is empty; a completion needs at least one character"
+                )));
             }
         }
-        out.push(PreferenceRecord { index: out.len(), line, prompt, chosen, rejected });
+        out.push(PreferenceRecord {
+            index: out.len(),
+            line,
+            prompt,
+            chosen,
+            rejected,
+        });
     }
     if out.is_empty() {
-        return Err(DataError::Empty { path: path.to_path_buf() });
+        return Err(DataError::Empty {
+            path: path.to_path_buf(),
+        });
     }
     Ok(out)
 }
@@ -91,13 +119,23 @@ fn parse_field(v: &Value) -> Result<Field, String> {
                 let role = it.get("role").and_then(Value::as_str);
                 let content = it.get("content").and_then(Value::as_str);
                 match (role, content) {
-                    (Some(r), Some(c)) => msgs.push(Message { role: r.to_string(), content: c.to_string() }),
-                    _ => return Err(format!("message {i} must be {{\"role\": string, \"content\": string}}")),
+                    (Some(r), Some(c)) => msgs.push(Message {
+                        role: r.to_string(),
+                        content: c.to_string(),
+                    }),
+                    _ => {
+                        return Err(format!(
+                            "message {i} must be {{\"role\": string, \"content\": string}}"
+                        ))
+                    }
                 }
             }
             Ok(Field::Messages(msgs))
         }
-        other => Err(format!("must be a string or a list of messages, found {}", json_type(other))),
+        other => Err(format!(
+            "must be a string or a list of messages, found {}",
+            json_type(other)
+        )),
     }
 }
 

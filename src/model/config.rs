@@ -101,7 +101,9 @@ impl Config {
         let key = |k: &str| format!("{a}.{k}");
         let hidden = f.get_usize(&key("embedding_length"))?;
         let n_head = f.get_usize(&key("attention.head_count"))?;
-        let n_kv_head = f.opt_usize(&key("attention.head_count_kv"))?.unwrap_or(n_head);
+        let n_kv_head = f
+            .opt_usize(&key("attention.head_count_kv"))?
+            .unwrap_or(n_head);
         let head_dim = match f.opt_usize(&key("attention.key_length"))? {
             Some(d) => d,
             None => match f.opt_usize(&key("rope.dimension_count"))? {
@@ -115,7 +117,8 @@ impl Config {
             name: a.to_string(),
             reason: what,
         };
-        if hidden == 0 || n_head == 0 || n_kv_head == 0 || head_dim == 0 || n_head % n_kv_head != 0 {
+        if hidden == 0 || n_head == 0 || n_kv_head == 0 || head_dim == 0 || n_head % n_kv_head != 0
+        {
             return Err(bad(format!(
                 "inconsistent attention dimensions: hidden {hidden}, {n_head} heads, {n_kv_head} kv heads, head_dim {head_dim}"
             )));
@@ -132,7 +135,9 @@ impl Config {
         }
         if let Some(v) = f.opt_usize(&key("attention.value_length"))? {
             if v != head_dim {
-                return Err(bad(format!("value_length {v} != key_length {head_dim} is not supported")));
+                return Err(bad(format!(
+                    "value_length {v} != key_length {head_dim} is not supported"
+                )));
             }
         }
         let vocab = match f.tensor_shape("token_embd.weight") {
@@ -164,7 +169,9 @@ impl Config {
         let (sliding_window, global_every) = match arch {
             Arch::Gemma3 => (
                 f.opt_usize(&key("attention.sliding_window"))?,
-                f.opt_usize(&key("attention.sliding_window_pattern"))?.unwrap_or(6).max(1),
+                f.opt_usize(&key("attention.sliding_window_pattern"))?
+                    .unwrap_or(6)
+                    .max(1),
             ),
             _ => (None, 1),
         };

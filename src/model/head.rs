@@ -23,20 +23,32 @@ const MAX_LOGITS: usize = 4 << 20;
 pub fn token_logps(h: &Tensor, targets: &[u32], w: &QWeight) -> Result<Tensor> {
     let (n, d) = h.dims2()?;
     if n != targets.len() || d != w.cols() {
-        candle_core::bail!("head: h {:?} for {} targets and W {:?}", h.dims(), targets.len(), w)
+        candle_core::bail!(
+            "head: h {:?} for {} targets and W {:?}",
+            h.dims(),
+            targets.len(),
+            w
+        )
     }
     if n == 0 {
         return Tensor::zeros(0, candle_core::DType::F32, h.device());
     }
     let need_grad = h.track_op();
     let hv = h.contiguous()?.flatten_all()?.to_vec1::<f32>()?;
-    let trow = w.gather_rows(targets, &candle_core::Device::Cpu)?.flatten_all()?.to_vec1::<f32>()?;
+    let trow = w
+        .gather_rows(targets, &candle_core::Device::Cpu)?
+        .flatten_all()?
+        .to_vec1::<f32>()?;
     let vocab = w.rows();
     let block = (MAX_LOGITS / n).clamp(256, vocab.max(256)).min(vocab);
 
     let mut m = vec![f32::NEG_INFINITY; n];
     let mut s = vec![0f64; n];
-    let mut acc = if need_grad { vec![0f32; n * d] } else { Vec::new() };
+    let mut acc = if need_grad {
+        vec![0f32; n * d]
+    } else {
+        Vec::new()
+    };
     let mut wbuf = vec![0f32; block * d];
     let mut logits = vec![0f32; n * block];
     let mut r0 = 0;
@@ -48,7 +60,21 @@ pub fn token_logps(h: &Tensor, targets: &[u32], w: &QWeight) -> Result<Tensor> {
         let lg = &mut logits[..n * c];
         // lg (n, c) = h (n, d) · wcᵀ (d, c)
         unsafe {
-            gemm_f32(n, c, d, lg.as_mut_ptr(), 1, c as isize, false, hv.as_ptr(), 1, d as isize, wc.as_ptr(), d as isize, 1);
+            gemm_f32(
+                n,
+                c,
+                d,
+                lg.as_mut_ptr(),
+                1,
+                c as isize,
+                false,
+                hv.as_ptr(),
+                1,
+                d as isize,
+                wc.as_ptr(),
+                d as isize,
+                1,
+            );
         }
         // Online log-sum-exp; rows become exp(logit - running max). When the max moves, what was
         // accumulated is rescaled by exp(old - new).
@@ -74,14 +100,30 @@ pub fn token_logps(h: &Tensor, targets: &[u32], w: &QWeight) -> Result<Tensor> {
             })
             .collect();
         if need_grad {
-            acc.par_chunks_mut(d).zip(rescale.par_iter()).for_each(|(a, &f)| {
-                if f != 1.0 {
-                    a.iter_mut().for_each(|x| *x *= f);
-                }
-            });
+            acc.par_chunks_mut(d)
+                .zip(rescale.par_iter())
+                .for_each(|(a, &f)| {
+                    if f != 1.0 {
+                        a.iter_mut().for_each(|x| *x *= f);
+                    }
+                });
             // acc (n, d) += P (n, c) · wc (c, d)
             unsafe {
-                gemm_f32(n, d, c, acc.as_mut_ptr(), 1, d as isize, true, lg.as_ptr(), 1, c as isize, wc.as_ptr(), 1, d as isize);
+                gemm_f32(
+                    n,
+                    d,
+                    c,
+                    acc.as_mut_ptr(),
+                    1,
+                    d as isize,
+                    true,
+                    lg.as_ptr(),
+                    1,
+                    c as isize,
+                    wc.as_ptr(),
+                    1,
+                    d as isize,
+                );
             }
         }
         r0 = r1;
@@ -122,7 +164,9 @@ mod tests {
         let mut s = seed;
         (0..n)
             .map(|_| {
-                s = s.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+                s = s
+                    .wrapping_mul(6364136223846793005)
+                    .wrapping_add(1442695040888963407);
                 (((s >> 33) as f32 / (1u64 << 31) as f32) - 0.5) * scale
             })
             .collect()
@@ -141,15 +185,41 @@ mod tests {
         let coef = Tensor::from_vec(lcg(n, 3, 1.0), n, &dev).unwrap();
 
         let ours = token_logps(h.as_tensor(), &targets, &qw).unwrap();
-        let g_ours = ours.mul(&coef).unwrap().sum_all().unwrap().backward().unwrap();
-        let g_ours = g_ours.get(h.as_tensor()).unwrap().flatten_all().unwrap().to_vec1::<f32>().unwrap();
+        let g_ours = ours
+            .mul(&coef)
+            .unwrap()
+            .sum_all()
+            .unwrap()
+            .backward()
+            .unwrap();
+        let g_ours = g_ours
+            .get(h.as_tensor())
+            .unwrap()
+            .flatten_all()
+            .unwrap()
+            .to_vec1::<f32>()
+            .unwrap();
 
         let logits = h.as_tensor().matmul(&w.t().unwrap()).unwrap();
-        let lsm = logits.broadcast_sub(&logits.exp().unwrap().sum_keepdim(1).unwrap().log().unwrap()).unwrap();
+        let lsm = logits
+            .broadcast_sub(&logits.exp().unwrap().sum_keepdim(1).unwrap().log().unwrap())
+            .unwrap();
         let idx = Tensor::from_vec(targets.clone(), (n, 1), &dev).unwrap();
         let dense = lsm.gather(&idx, 1).unwrap().squeeze(1).unwrap();
-        let g_dense = dense.mul(&coef).unwrap().sum_all().unwrap().backward().unwrap();
-        let g_dense = g_dense.get(h.as_tensor()).unwrap().flatten_all().unwrap().to_vec1::<f32>().unwrap();
+        let g_dense = dense
+            .mul(&coef)
+            .unwrap()
+            .sum_all()
+            .unwrap()
+            .backward()
+            .unwrap();
+        let g_dense = g_dense
+            .get(h.as_tensor())
+            .unwrap()
+            .flatten_all()
+            .unwrap()
+            .to_vec1::<f32>()
+            .unwrap();
 
         let a = ours.to_vec1::<f32>().unwrap();
         let b = dense.to_vec1::<f32>().unwrap();
@@ -170,7 +240,12 @@ mod tests {
         let qw = QWeight::new(QTensor::quantize(&w, GgmlDType::Q8_0).unwrap()).unwrap();
         let targets = [1u32, 2, 3, 299, 0];
         let hv = lcg(n * d, 5, 1.0);
-        let a = token_logps(&Tensor::from_vec(hv.clone(), (n, d), &dev).unwrap(), &targets, &qw).unwrap();
+        let a = token_logps(
+            &Tensor::from_vec(hv.clone(), (n, d), &dev).unwrap(),
+            &targets,
+            &qw,
+        )
+        .unwrap();
         let hvar = Var::from_vec(hv, (n, d), &dev).unwrap();
         let b = token_logps(hvar.as_tensor(), &targets, &qw).unwrap();
         assert_eq!(a.to_vec1::<f32>().unwrap(), b.to_vec1::<f32>().unwrap());

@@ -38,7 +38,10 @@ pub fn rope_tables(
     let inv: Vec<f32> = (0..half)
         .map(|i| {
             let f = 1.0 / base.powf((2 * i) as f32 / head_dim as f32);
-            let factor = freq_factors.and_then(|ff| ff.get(i)).copied().unwrap_or(1.0);
+            let factor = freq_factors
+                .and_then(|ff| ff.get(i))
+                .copied()
+                .unwrap_or(1.0);
             f / factor
         })
         .collect();
@@ -71,8 +74,9 @@ pub fn apply_rope(x: &Tensor, cos: &Tensor, sin: &Tensor) -> Result<Tensor> {
 
 /// Additive attention mask `(b_sz, 1, seq_len, seq_len)`: 0 where query `i` may see key `j`
 /// (causal, inside the sequence's own length, and `i - j < window` when a window is given),
-/// `-inf` elsewhere. Padding is on the right, so real tokens never see padding; padded queries
-/// see the real tokens, which keeps every softmax row finite.
+/// `-inf` elsewhere. Padding is on the right, so real tokens never see padding; a padded query
+/// sees only itself, which keeps every softmax row (and so every key and value) finite; a
+/// padded row that saw nothing would be NaN and poison the real rows through `NaN · 0`.
 pub fn attention_mask(
     lengths: &[usize],
     seq_len: usize,
@@ -83,7 +87,11 @@ pub fn attention_mask(
     for &len in lengths {
         for i in 0..seq_len {
             for j in 0..seq_len {
-                let visible = j <= i && j < len.max(1) && window.is_none_or(|w| i - j < w);
+                let visible = if i < len {
+                    j <= i && window.is_none_or(|w| i - j < w)
+                } else {
+                    j == i
+                };
                 m.push(if visible { 0f32 } else { f32::NEG_INFINITY });
             }
         }

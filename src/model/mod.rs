@@ -74,10 +74,11 @@ impl Model {
         let config = Config::from_gguf(f)?;
         let c = &config;
         let (hd, h) = (c.head_dim, c.hidden);
-        let mat = |name: &str, rows: usize, cols: usize| -> std::result::Result<QWeight, GgufError> {
-            let q = f.tensor(name, &[rows, cols], device)?;
-            QWeight::new(q).map_err(|e| tensor_err(f, name, e))
-        };
+        let mat =
+            |name: &str, rows: usize, cols: usize| -> std::result::Result<QWeight, GgufError> {
+                let q = f.tensor(name, &[rows, cols], device)?;
+                QWeight::new(q).map_err(|e| tensor_err(f, name, e))
+            };
         let vec = |name: &str, len: usize| -> std::result::Result<Tensor, GgufError> {
             let q = f.tensor(name, &[len], device)?;
             q.dequantize(device).map_err(|e| tensor_err(f, name, e))
@@ -97,7 +98,11 @@ impl Model {
         };
         let output_norm = vec("output_norm.weight", h)?;
         let rope_freq_factors = if f.has_tensor("rope_freqs.weight") {
-            Some(vec("rope_freqs.weight", hd / 2)?.to_vec1::<f32>().map_err(|e| tensor_err(f, "rope_freqs.weight", e))?)
+            Some(
+                vec("rope_freqs.weight", hd / 2)?
+                    .to_vec1::<f32>()
+                    .map_err(|e| tensor_err(f, "rope_freqs.weight", e))?,
+            )
         } else {
             None
         };
@@ -111,21 +116,40 @@ impl Model {
             if c.arch == Arch::Llama {
                 let pq = unpermute_qk(c.n_head, hd);
                 let pk = unpermute_qk(c.n_kv_head, hd);
-                q = q.permute_rows(&pq).map_err(|e| tensor_err(f, &p("attn_q.weight"), e))?;
-                k = k.permute_rows(&pk).map_err(|e| tensor_err(f, &p("attn_k.weight"), e))?;
-                qb = qb.map(|b| permute_vec(&b, &pq)).transpose().map_err(|e| tensor_err(f, &p("attn_q.bias"), e))?;
-                kb = kb.map(|b| permute_vec(&b, &pk)).transpose().map_err(|e| tensor_err(f, &p("attn_k.bias"), e))?;
+                q = q
+                    .permute_rows(&pq)
+                    .map_err(|e| tensor_err(f, &p("attn_q.weight"), e))?;
+                k = k
+                    .permute_rows(&pk)
+                    .map_err(|e| tensor_err(f, &p("attn_k.weight"), e))?;
+                qb = qb
+                    .map(|b| permute_vec(&b, &pq))
+                    .transpose()
+                    .map_err(|e| tensor_err(f, &p("attn_q.bias"), e))?;
+                kb = kb
+                    .map(|b| permute_vec(&b, &pk))
+                    .transpose()
+                    .map_err(|e| tensor_err(f, &p("attn_k.bias"), e))?;
             }
             if c.arch.has_qkv_bias() && (qb.is_none() || kb.is_none()) {
-                return Err(GgufError::MissingTensor { path: f.path.clone(), name: p("attn_q.bias / attn_k.bias") });
+                return Err(GgufError::MissingTensor {
+                    path: f.path.clone(),
+                    name: p("attn_q.bias / attn_k.bias"),
+                });
             }
             let (q_norm, k_norm) = if c.arch.has_qk_norm() {
-                (Some(vec(&p("attn_q_norm.weight"), hd)?), Some(vec(&p("attn_k_norm.weight"), hd)?))
+                (
+                    Some(vec(&p("attn_q_norm.weight"), hd)?),
+                    Some(vec(&p("attn_k_norm.weight"), hd)?),
+                )
             } else {
                 (None, None)
             };
             let (post_attn_norm, post_ffn_norm) = if c.arch.has_post_norms() {
-                (Some(vec(&p("post_attention_norm.weight"), h)?), Some(vec(&p("post_ffw_norm.weight"), h)?))
+                (
+                    Some(vec(&p("post_attention_norm.weight"), h)?),
+                    Some(vec(&p("post_ffw_norm.weight"), h)?),
+                )
             } else {
                 (None, None)
             };
@@ -133,7 +157,10 @@ impl Model {
                 attn_norm: vec(&p("attn_norm.weight"), h)?,
                 q: QLinear::new(q, qb),
                 k: QLinear::new(k, kb),
-                v: QLinear::new(mat(&p("attn_v.weight"), c.n_kv_head * hd, h)?, opt_vec(&p("attn_v.bias"), c.n_kv_head * hd)?),
+                v: QLinear::new(
+                    mat(&p("attn_v.weight"), c.n_kv_head * hd, h)?,
+                    opt_vec(&p("attn_v.bias"), c.n_kv_head * hd)?,
+                ),
                 o: QLinear::new(mat(&p("attn_output.weight"), h, c.n_head * hd)?, None),
                 q_norm,
                 k_norm,
@@ -145,7 +172,15 @@ impl Model {
                 post_ffn_norm,
             });
         }
-        Ok(Self { config, embed, output, output_norm, blocks, rope_freq_factors, device: device.clone() })
+        Ok(Self {
+            config,
+            embed,
+            output,
+            output_norm,
+            blocks,
+            rope_freq_factors,
+            device: device.clone(),
+        })
     }
 
     pub fn device(&self) -> &Device {
@@ -178,12 +213,24 @@ impl Model {
     /// Bytes the model's tensors take in memory (quantized weights as stored, vectors in f32).
     pub fn size_in_bytes(&self) -> usize {
         let vec_bytes = |t: &Tensor| t.elem_count() * 4;
-        let mut n = self.embed.size_in_bytes() + self.output.as_ref().map_or(0, |w| w.size_in_bytes()) + vec_bytes(&self.output_norm);
+        let mut n = self.embed.size_in_bytes()
+            + self.output.as_ref().map_or(0, |w| w.size_in_bytes())
+            + vec_bytes(&self.output_norm);
         for b in &self.blocks {
             for l in [&b.q, &b.k, &b.v, &b.o, &b.gate, &b.up, &b.down] {
                 n += l.weight().size_in_bytes() + l.bias().map_or(0, vec_bytes);
             }
-            for t in [Some(&b.attn_norm), Some(&b.ffn_norm), b.q_norm.as_ref(), b.k_norm.as_ref(), b.post_attn_norm.as_ref(), b.post_ffn_norm.as_ref()].into_iter().flatten() {
+            for t in [
+                Some(&b.attn_norm),
+                Some(&b.ffn_norm),
+                b.q_norm.as_ref(),
+                b.k_norm.as_ref(),
+                b.post_attn_norm.as_ref(),
+                b.post_ffn_norm.as_ref(),
+            ]
+            .into_iter()
+            .flatten()
+            {
                 n += vec_bytes(t);
             }
         }
@@ -203,18 +250,34 @@ impl Model {
 
     /// Final-normed hidden states `(b_sz, seq_len, hidden)` for right-padded `ids`
     /// (`b_sz * seq_len` ids, row-major) with real lengths `lengths`.
-    pub fn forward_hidden(&self, ids: &[u32], lengths: &[usize], seq_len: usize, adapters: Adapters) -> Result<Tensor> {
+    pub fn forward_hidden(
+        &self,
+        ids: &[u32],
+        lengths: &[usize],
+        seq_len: usize,
+        adapters: Adapters,
+    ) -> Result<Tensor> {
         let c = &self.config;
         let b_sz = lengths.len();
         if ids.len() != b_sz * seq_len || lengths.iter().any(|&l| l > seq_len) {
             candle_core::bail!("forward: {} ids for {b_sz} x {seq_len}", ids.len())
         }
         let (hd, dev) = (c.head_dim, &self.device);
-        let mut x = self.embed.gather_rows(ids, dev)?.reshape((b_sz, seq_len, c.hidden))?;
+        let mut x = self
+            .embed
+            .gather_rows(ids, dev)?
+            .reshape((b_sz, seq_len, c.hidden))?;
         if c.arch == Arch::Gemma3 {
             x = (x * (c.hidden as f64).sqrt())?;
         }
-        let global_rope = rope_tables(seq_len, hd, c.rope_base, self.rope_freq_factors.as_deref(), 1.0 / c.rope_linear_factor, dev)?;
+        let global_rope = rope_tables(
+            seq_len,
+            hd,
+            c.rope_base,
+            self.rope_freq_factors.as_deref(),
+            1.0 / c.rope_linear_factor,
+            dev,
+        )?;
         let local_rope = rope_tables(seq_len, hd, c.rope_base_local, None, 1.0, dev)?;
         let global_mask = attention_mask(lengths, seq_len, None, dev)?;
         let local_mask = match c.sliding_window {
@@ -230,11 +293,22 @@ impl Model {
             };
             // attention
             let h = rms_norm(&x, &b.attn_norm, c.rms_eps)?;
-            let q = self.lin(il, Target::QProj, &h, adapters)?.reshape((b_sz, seq_len, c.n_head, hd))?.transpose(1, 2)?;
-            let k = self.lin(il, Target::KProj, &h, adapters)?.reshape((b_sz, seq_len, c.n_kv_head, hd))?.transpose(1, 2)?;
-            let v = self.lin(il, Target::VProj, &h, adapters)?.reshape((b_sz, seq_len, c.n_kv_head, hd))?.transpose(1, 2)?;
+            let q = self
+                .lin(il, Target::QProj, &h, adapters)?
+                .reshape((b_sz, seq_len, c.n_head, hd))?
+                .transpose(1, 2)?;
+            let k = self
+                .lin(il, Target::KProj, &h, adapters)?
+                .reshape((b_sz, seq_len, c.n_kv_head, hd))?
+                .transpose(1, 2)?;
+            let v = self
+                .lin(il, Target::VProj, &h, adapters)?
+                .reshape((b_sz, seq_len, c.n_kv_head, hd))?
+                .transpose(1, 2)?;
             let (q, k) = match (&b.q_norm, &b.k_norm) {
-                (Some(qn), Some(kn)) => (rms_norm(&q, qn, c.rms_eps)?, rms_norm(&k, kn, c.rms_eps)?),
+                (Some(qn), Some(kn)) => {
+                    (rms_norm(&q, qn, c.rms_eps)?, rms_norm(&k, kn, c.rms_eps)?)
+                }
                 _ => (q, k),
             };
             let q = apply_rope(&q.contiguous()?, cos, sin)?;
@@ -248,7 +322,10 @@ impl Model {
             x = (x + o)?;
             // MLP
             let h = rms_norm(&x, &b.ffn_norm, c.rms_eps)?;
-            let g = c.arch.activation().apply(&self.lin(il, Target::GateProj, &h, adapters)?)?;
+            let g = c
+                .arch
+                .activation()
+                .apply(&self.lin(il, Target::GateProj, &h, adapters)?)?;
             let u = self.lin(il, Target::UpProj, &h, adapters)?;
             let mut m = self.lin(il, Target::DownProj, &(g * u)?, adapters)?;
             if let Some(n) = &b.post_ffn_norm {
@@ -269,7 +346,11 @@ impl Model {
         let mut ranges = Vec::with_capacity(seqs.len());
         for (b, s) in seqs.iter().enumerate() {
             if s.score_from == 0 || s.score_from > s.ids.len() {
-                candle_core::bail!("sequence {b}: scored part starts at {} of {} tokens (needs >= 1)", s.score_from, s.ids.len())
+                candle_core::bail!(
+                    "sequence {b}: scored part starts at {} of {} tokens (needs >= 1)",
+                    s.score_from,
+                    s.ids.len()
+                )
             }
             ids[b * seq_len..b * seq_len + s.ids.len()].copy_from_slice(s.ids);
             let start = targets.len();
@@ -294,7 +375,11 @@ impl Model {
         }
         let seg = Tensor::from_vec(seg, (seqs.len(), n_tok), &self.device)?;
         let sums = seg.matmul(&tokens.unsqueeze(1)?)?.squeeze(1)?;
-        Ok(SeqLogps { sums, tokens, ranges })
+        Ok(SeqLogps {
+            sums,
+            tokens,
+            ranges,
+        })
     }
 }
 
@@ -319,5 +404,9 @@ fn permute_vec(t: &Tensor, perm: &[usize]) -> Result<Tensor> {
 }
 
 fn tensor_err(f: &GgufFile, name: &str, e: candle_core::Error) -> GgufError {
-    GgufError::Tensor { path: f.path.clone(), name: name.to_string(), reason: e.to_string().lines().next().unwrap_or("").to_string() }
+    GgufError::Tensor {
+        path: f.path.clone(),
+        name: name.to_string(),
+        reason: e.to_string().lines().next().unwrap_or("").to_string(),
+    }
 }

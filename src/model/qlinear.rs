@@ -102,7 +102,10 @@ impl CustomOp1 for QMatMulOp {
 /// The f32 values of a contiguous CPU storage (the op is only applied to contiguous inputs).
 pub(crate) fn contiguous_f32<'a>(storage: &'a CpuStorage, layout: &Layout) -> Result<&'a [f32]> {
     let CpuStorage::F32(data) = storage else {
-        candle_core::bail!("expected f32 activations, got {:?}", candle_core::backend::BackendStorage::dtype(storage))
+        candle_core::bail!(
+            "expected f32 activations, got {:?}",
+            candle_core::backend::BackendStorage::dtype(storage)
+        )
     };
     match layout.contiguous_offsets() {
         Some((a, b)) => Ok(&data[a..b]),
@@ -120,7 +123,9 @@ mod tests {
         let mut s = seed;
         (0..n)
             .map(|_| {
-                s = s.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+                s = s
+                    .wrapping_mul(6364136223846793005)
+                    .wrapping_add(1442695040888963407);
                 (((s >> 33) as f32 / (1u64 << 31) as f32) - 0.5) * scale
             })
             .collect()
@@ -133,18 +138,46 @@ mod tests {
     fn backward_matches_finite_differences() {
         let dev = Device::Cpu;
         let (n, k, m) = (3, 256, 40);
-        for dt in [GgmlDType::Q4_0, GgmlDType::Q4K, GgmlDType::Q5_0, GgmlDType::Q6K, GgmlDType::Q8_0] {
+        for dt in [
+            GgmlDType::Q4_0,
+            GgmlDType::Q4K,
+            GgmlDType::Q5_0,
+            GgmlDType::Q6K,
+            GgmlDType::Q8_0,
+        ] {
             let w = Tensor::from_vec(lcg(m * k, 11, 1.0), (m, k), &dev).unwrap();
-            let lin = QLinear::new(QWeight::new(QTensor::quantize(&w, dt).unwrap()).unwrap(), None);
+            let lin = QLinear::new(
+                QWeight::new(QTensor::quantize(&w, dt).unwrap()).unwrap(),
+                None,
+            );
             let r = Tensor::from_vec(lcg(n * m, 5, 2.0), (n, m), &dev).unwrap();
             let x0 = lcg(n * k, 3, 2.0);
             let x = Var::from_vec(x0.clone(), (n, k), &dev).unwrap();
-            let loss = lin.forward(x.as_tensor()).unwrap().mul(&r).unwrap().sum_all().unwrap();
+            let loss = lin
+                .forward(x.as_tensor())
+                .unwrap()
+                .mul(&r)
+                .unwrap()
+                .sum_all()
+                .unwrap();
             let grads = loss.backward().unwrap();
-            let gx = grads.get(x.as_tensor()).expect("gradient reaches x").flatten_all().unwrap().to_vec1::<f32>().unwrap();
+            let gx = grads
+                .get(x.as_tensor())
+                .expect("gradient reaches x")
+                .flatten_all()
+                .unwrap()
+                .to_vec1::<f32>()
+                .unwrap();
             let f = |xs: Vec<f32>| -> f64 {
                 let xt = Tensor::from_vec(xs, (n, k), &dev).unwrap();
-                lin.forward(&xt).unwrap().mul(&r).unwrap().sum_all().unwrap().to_scalar::<f32>().unwrap() as f64
+                lin.forward(&xt)
+                    .unwrap()
+                    .mul(&r)
+                    .unwrap()
+                    .sum_all()
+                    .unwrap()
+                    .to_scalar::<f32>()
+                    .unwrap() as f64
             };
             let eps = 1e-2f32;
             let mut max_err = 0f64;
@@ -156,7 +189,10 @@ mod tests {
                 let fd = (f(xp) - f(xm)) / (2.0 * eps as f64);
                 max_err = max_err.max((fd - gx[i] as f64).abs() / (1.0 + fd.abs()));
             }
-            assert!(max_err < 2e-3, "{dt:?}: finite differences disagree by {max_err}");
+            assert!(
+                max_err < 2e-3,
+                "{dt:?}: finite differences disagree by {max_err}"
+            );
         }
     }
 
@@ -165,11 +201,25 @@ mod tests {
         let dev = Device::Cpu;
         let w = Tensor::from_vec(lcg(8 * 32, 1, 1.0), (8, 32), &dev).unwrap();
         let b = Tensor::from_vec(lcg(8, 2, 1.0), 8, &dev).unwrap();
-        let lin = QLinear::new(QWeight::new(QTensor::quantize(&w, GgmlDType::F32).unwrap()).unwrap(), Some(b.clone()));
+        let lin = QLinear::new(
+            QWeight::new(QTensor::quantize(&w, GgmlDType::F32).unwrap()).unwrap(),
+            Some(b.clone()),
+        );
         let x = Tensor::from_vec(lcg(2 * 3 * 32, 3, 1.0), (2, 3, 32), &dev).unwrap();
         let y = lin.forward(&x).unwrap();
-        let want = x.broadcast_matmul(&w.t().unwrap()).unwrap().broadcast_add(&b).unwrap();
-        let d = (y - want).unwrap().abs().unwrap().max_all().unwrap().to_scalar::<f32>().unwrap();
+        let want = x
+            .broadcast_matmul(&w.t().unwrap())
+            .unwrap()
+            .broadcast_add(&b)
+            .unwrap();
+        let d = (y - want)
+            .unwrap()
+            .abs()
+            .unwrap()
+            .max_all()
+            .unwrap()
+            .to_scalar::<f32>()
+            .unwrap();
         assert!(d < 1e-5, "{d}");
     }
 }

@@ -32,7 +32,13 @@ pub struct QWeight {
 
 impl std::fmt::Debug for QWeight {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "QWeight({:?}, {}x{})", self.q.dtype(), self.rows, self.cols)
+        write!(
+            f,
+            "QWeight({:?}, {}x{})",
+            self.q.dtype(),
+            self.rows,
+            self.cols
+        )
     }
 }
 
@@ -78,7 +84,11 @@ impl QWeight {
     /// dpo-lora (and every LoRA B) is in Hugging Face's row order.
     pub fn permute_rows(&self, perm: &[usize]) -> Result<Self> {
         if perm.len() != self.rows {
-            candle_core::bail!("row permutation of length {} for {} rows", perm.len(), self.rows)
+            candle_core::bail!(
+                "row permutation of length {} for {} rows",
+                perm.len(),
+                self.rows
+            )
         }
         let rb = self.row_bytes();
         let data = self.data()?;
@@ -99,7 +109,13 @@ impl QWeight {
         self.dequantize_rows_from(&data, r0, r1, out)
     }
 
-    fn dequantize_rows_from(&self, data: &[u8], r0: usize, r1: usize, out: &mut [f32]) -> Result<()> {
+    fn dequantize_rows_from(
+        &self,
+        data: &[u8],
+        r0: usize,
+        r1: usize,
+        out: &mut [f32],
+    ) -> Result<()> {
         let rb = self.row_bytes();
         if r1 > self.rows || r0 > r1 || out.len() != (r1 - r0) * self.cols {
             candle_core::bail!("dequantize_rows {r0}..{r1} of {} rows", self.rows)
@@ -120,7 +136,10 @@ impl QWeight {
         for (i, &id) in ids.iter().enumerate() {
             let r = id as usize;
             if r >= self.rows {
-                candle_core::bail!("token id {id} is out of range for a vocabulary of {}", self.rows)
+                candle_core::bail!(
+                    "token id {id} is out of range for a vocabulary of {}",
+                    self.rows
+                )
             }
             let rb = self.row_bytes();
             to_f32(
@@ -306,7 +325,9 @@ mod tests {
         let mut s = seed;
         let v: Vec<f32> = (0..rows * cols)
             .map(|_| {
-                s = s.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+                s = s
+                    .wrapping_mul(6364136223846793005)
+                    .wrapping_add(1442695040888963407);
                 ((s >> 33) as f32 / (1u64 << 31) as f32) - 0.5
             })
             .collect();
@@ -315,17 +336,44 @@ mod tests {
 
     #[test]
     fn dequantize_rows_matches_candle() {
-        for dt in [GgmlDType::F32, GgmlDType::F16, GgmlDType::Q4_0, GgmlDType::Q5_0, GgmlDType::Q4K, GgmlDType::Q6K, GgmlDType::Q8_0] {
+        for dt in [
+            GgmlDType::F32,
+            GgmlDType::F16,
+            GgmlDType::Q4_0,
+            GgmlDType::Q5_0,
+            GgmlDType::Q4K,
+            GgmlDType::Q6K,
+            GgmlDType::Q8_0,
+        ] {
             let w = rand_mat(300, 512, 7);
             let q = QTensor::quantize(&w, dt).unwrap();
             let reference = q.dequantize(&Device::Cpu).unwrap();
             let qw = QWeight::new(q).unwrap();
             let ours = qw.dequantize(&Device::Cpu).unwrap();
-            let diff = (ours - &reference).unwrap().abs().unwrap().max_all().unwrap().to_scalar::<f32>().unwrap();
+            let diff = (ours - &reference)
+                .unwrap()
+                .abs()
+                .unwrap()
+                .max_all()
+                .unwrap()
+                .to_scalar::<f32>()
+                .unwrap();
             assert_eq!(diff, 0.0, "{dt:?}");
             let rows = qw.gather_rows(&[5, 299, 0], &Device::Cpu).unwrap();
-            let want = reference.index_select(&Tensor::new(&[5u32, 299, 0], &Device::Cpu).unwrap(), 0).unwrap();
-            assert_eq!((rows - want).unwrap().abs().unwrap().max_all().unwrap().to_scalar::<f32>().unwrap(), 0.0);
+            let want = reference
+                .index_select(&Tensor::new(&[5u32, 299, 0], &Device::Cpu).unwrap(), 0)
+                .unwrap();
+            assert_eq!(
+                (rows - want)
+                    .unwrap()
+                    .abs()
+                    .unwrap()
+                    .max_all()
+                    .unwrap()
+                    .to_scalar::<f32>()
+                    .unwrap(),
+                0.0
+            );
         }
     }
 
@@ -336,14 +384,30 @@ mod tests {
         let qw = QWeight::new(q).unwrap();
         let wd = qw.dequantize(&Device::Cpu).unwrap();
         let x = rand_mat(5, 256, 2);
-        let y = qw.matmul_t(&x.flatten_all().unwrap().to_vec1().unwrap(), 5).unwrap();
-        let want = x.matmul(&wd.t().unwrap()).unwrap().flatten_all().unwrap().to_vec1::<f32>().unwrap();
+        let y = qw
+            .matmul_t(&x.flatten_all().unwrap().to_vec1().unwrap(), 5)
+            .unwrap();
+        let want = x
+            .matmul(&wd.t().unwrap())
+            .unwrap()
+            .flatten_all()
+            .unwrap()
+            .to_vec1::<f32>()
+            .unwrap();
         for (a, b) in y.iter().zip(want.iter()) {
             assert!((a - b).abs() < 1e-4, "{a} {b}");
         }
         let g = rand_mat(5, 600, 3);
-        let gx = qw.matmul(&g.flatten_all().unwrap().to_vec1().unwrap(), 5).unwrap();
-        let want = g.matmul(&wd).unwrap().flatten_all().unwrap().to_vec1::<f32>().unwrap();
+        let gx = qw
+            .matmul(&g.flatten_all().unwrap().to_vec1().unwrap(), 5)
+            .unwrap();
+        let want = g
+            .matmul(&wd)
+            .unwrap()
+            .flatten_all()
+            .unwrap()
+            .to_vec1::<f32>()
+            .unwrap();
         for (a, b) in gx.iter().zip(want.iter()) {
             assert!((a - b).abs() < 1e-4, "{a} {b}");
         }

@@ -13,7 +13,9 @@ pub fn fixtures() -> PathBuf {
 pub fn models_dir() -> PathBuf {
     match std::env::var_os("DPO_LORA_MODELS") {
         Some(d) => PathBuf::from(d),
-        None => PathBuf::from(std::env::var_os("HOME").expect("HOME")).join(".cache/dpo-lora/models"),
+        None => {
+            PathBuf::from(std::env::var_os("HOME").expect("HOME")).join(".cache/dpo-lora/models")
+        }
     }
 }
 
@@ -25,7 +27,11 @@ pub fn real_model(name: &str) -> PathBuf {
         other => panic!("unknown real model {other}"),
     };
     let p = models_dir().join(file);
-    assert!(p.is_file(), "{} is missing: run scripts/fetch-models.sh first", p.display());
+    assert!(
+        p.is_file(),
+        "{} is missing: run scripts/fetch-models.sh first",
+        p.display()
+    );
     p
 }
 
@@ -35,5 +41,9 @@ pub fn read_json(p: PathBuf) -> serde_json::Value {
 }
 
 pub fn ids(v: &serde_json::Value) -> Vec<u32> {
-    v.as_array().expect("id array").iter().map(|x| x.as_u64().expect("id") as u32).collect()
+    v.as_array()
+        .expect("id array")
+        .iter()
+        .map(|x| x.as_u64().expect("id") as u32)
+        .collect()
 }
