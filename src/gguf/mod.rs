@@ -153,7 +153,7 @@ impl GgufFile {
             _ => None,
         };
         match n {
-            Some(n) if n >= 0 && n <= (1i128 << 40) => Ok(n as usize),
+            Some(n) if (0..=(1i128 << 40)).contains(&n) => Ok(n as usize),
             _ => Err(self.type_err(key, v, "a non-negative integer")),
         }
     }
@@ -308,7 +308,7 @@ impl GgufFile {
             });
         }
         let last = *expected.last().unwrap_or(&1);
-        if last % info.ggml_dtype.block_size() != 0 {
+        if !last.is_multiple_of(info.ggml_dtype.block_size()) {
             return Err(GgufError::Tensor {
                 path: self.path.clone(),
                 name: name.to_string(),

@@ -15,7 +15,7 @@ use rayon::prelude::*;
 
 use super::qweight::{gemm_f32, QWeight};
 
-/// Logits held at once: `n x block` floats stay under this (16 MB).
+/// Floats held at once in the logits block and in the dequantized block of rows (16 MB each).
 const MAX_LOGITS: usize = 4 << 20;
 
 /// `h (n, hidden)`, `targets (n)` -> `(n,)` natural-log probabilities, f32 on `h`'s device.
@@ -40,7 +40,11 @@ pub fn token_logps(h: &Tensor, targets: &[u32], w: &QWeight) -> Result<Tensor> {
         .flatten_all()?
         .to_vec1::<f32>()?;
     let vocab = w.rows();
-    let block = (MAX_LOGITS / n).clamp(256, vocab.max(256)).min(vocab);
+    // Both the logits block (n x block) and the dequantized rows (block x hidden) stay bounded.
+    let block = (MAX_LOGITS / n)
+        .min(MAX_LOGITS / d)
+        .clamp(256, vocab.max(256))
+        .min(vocab);
 
     let mut m = vec![f32::NEG_INFINITY; n];
     let mut s = vec![0f64; n];
