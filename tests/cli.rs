@@ -46,6 +46,17 @@ fn write(dir: &Path, name: &str, text: &str) -> PathBuf {
 
 /// Rewrite a GGUF with one metadata value replaced.
 fn with_metadata(src: &Path, dst: &Path, key: &str, value: Value) {
+    rewrite(src, dst, key, value, None)
+}
+
+/// Rewrite a GGUF, replacing a metadata value and optionally re-encoding one tensor's type.
+fn rewrite(
+    src: &Path,
+    dst: &Path,
+    key: &str,
+    value: Value,
+    retype: Option<(&str, candle_core::quantized::GgmlDType)>,
+) {
     let mut r = std::fs::File::open(src).unwrap();
     let c = gguf_file::Content::read(&mut r).unwrap();
     let mut md: Vec<(String, Value)> = c
@@ -61,7 +72,19 @@ fn with_metadata(src: &Path, dst: &Path, key: &str, value: Value) {
     let tensors: Vec<(String, candle_core::quantized::QTensor)> = c
         .tensor_infos
         .keys()
-        .map(|n| (n.clone(), c.tensor(&mut r, n, &Device::Cpu).unwrap()))
+        .map(|n| {
+            let t = c.tensor(&mut r, n, &Device::Cpu).unwrap();
+            match retype {
+                Some((name, dt)) if name == n => {
+                    let f = t.dequantize(&Device::Cpu).unwrap();
+                    (
+                        n.clone(),
+                        candle_core::quantized::QTensor::quantize(&f, dt).unwrap(),
+                    )
+                }
+                _ => (n.clone(), t),
+            }
+        })
         .collect();
     let md_ref: Vec<(&str, &Value)> = md.iter().map(|(k, v)| (k.as_str(), v)).collect();
     let t_ref: Vec<(&str, &candle_core::quantized::QTensor)> =
@@ -262,6 +285,24 @@ fn tensor_shape_disagrees_with_metadata() {
     assert_user_error(
         &run(&["inspect", p.to_str().unwrap()]),
         &["shape.gguf", "ffn_gate.weight", "[128, 64]", "[96, 64]"],
+    );
+}
+
+#[test]
+fn unsupported_tensor_type() {
+    let dir = tempfile::tempdir().unwrap();
+    let p = dir.path().join("q8_1.gguf");
+    let q8_1 = candle_core::quantized::GgmlDType::Q8_1;
+    rewrite(
+        &tiny("llama"),
+        &p,
+        "general.name",
+        Value::String("q8_1".into()),
+        Some(("blk.0.ffn_up.weight", q8_1)),
+    );
+    assert_user_error(
+        &run(&["inspect", p.to_str().unwrap()]),
+        &["q8_1.gguf", "blk.0.ffn_up.weight", "Q8_1", "supported: F32"],
     );
 }
 

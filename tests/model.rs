@@ -208,9 +208,11 @@ fn full_lora(m: &Model, rank: usize) -> Lora {
 #[test]
 fn gradient_reaches_every_adapter_in_every_layer() {
     for arch in ARCHS {
-        for wt in [GgmlDType::F32, GgmlDType::Q4K] {
+        // F32 tied, and a K-quant with a separate (untied) output matrix.
+        for (wt, tied) in [(GgmlDType::F32, true), (GgmlDType::Q4K, false)] {
             let mut spec = SynthSpec::tiny(arch);
             spec.weight_type = wt;
+            spec.tied = tied;
             let (_d, m) = load(&spec);
             let lora = full_lora(&m, 4);
             let v = m.config.vocab;
