@@ -7,7 +7,7 @@ use candle_core::quantized::GgmlDType;
 use candle_core::{Device, Tensor, Var};
 use dpo_lora::gguf::GgufFile;
 use dpo_lora::model::{Adapters, Lora, LoraLinear, Model, Scored, Target};
-use dpo_lora::synth::{SynthArch, SynthSpec};
+use dpo_lora::synth::{uniform_values, SynthArch, SynthSpec};
 
 const ARCHS: [SynthArch; 4] = [
     SynthArch::Llama,
@@ -170,18 +170,6 @@ fn sliding_window_hides_tokens_beyond_its_reach() {
     );
 }
 
-fn lcg(n: usize, seed: u64, scale: f32) -> Vec<f32> {
-    let mut s = seed;
-    (0..n)
-        .map(|_| {
-            s = s
-                .wrapping_mul(6364136223846793005)
-                .wrapping_add(1442695040888963407);
-            (((s >> 33) as f32 / (1u64 << 31) as f32) - 0.5) * scale
-        })
-        .collect()
-}
-
 /// Adapters on every target of every layer, B non-zero so A's gradient is non-zero too.
 fn full_lora(m: &Model, rank: usize) -> Lora {
     let mut lora = Lora::default();
@@ -192,11 +180,12 @@ fn full_lora(m: &Model, rank: usize) -> Lora {
             let (i, o) = (lin.in_features(), lin.out_features());
             let seed = (il * 16 + ti) as u64;
             let a = Var::from_tensor(
-                &Tensor::from_vec(lcg(rank * i, seed, 0.2), (rank, i), &dev).unwrap(),
+                &Tensor::from_vec(uniform_values(rank * i, seed, 0.2), (rank, i), &dev).unwrap(),
             )
             .unwrap();
             let b = Var::from_tensor(
-                &Tensor::from_vec(lcg(o * rank, seed + 1000, 0.2), (o, rank), &dev).unwrap(),
+                &Tensor::from_vec(uniform_values(o * rank, seed + 1000, 0.2), (o, rank), &dev)
+                    .unwrap(),
             )
             .unwrap();
             lora.layers.insert((il, t), LoraLinear { a, b, scale: 2.0 });

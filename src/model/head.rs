@@ -161,20 +161,9 @@ pub fn token_logps(h: &Tensor, targets: &[u32], w: &QWeight) -> Result<Tensor> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::synth::uniform_values;
     use candle_core::quantized::{GgmlDType, QTensor};
     use candle_core::{Device, Var};
-
-    fn lcg(n: usize, seed: u64, scale: f32) -> Vec<f32> {
-        let mut s = seed;
-        (0..n)
-            .map(|_| {
-                s = s
-                    .wrapping_mul(6364136223846793005)
-                    .wrapping_add(1442695040888963407);
-                (((s >> 33) as f32 / (1u64 << 31) as f32) - 0.5) * scale
-            })
-            .collect()
-    }
 
     /// Against dense log_softmax over full logits, value and gradient, with a vocabulary that
     /// spans several blocks (the online rescaling path).
@@ -182,11 +171,11 @@ mod tests {
     fn matches_dense_log_softmax_and_its_gradient() {
         let dev = Device::Cpu;
         let (n, d, v) = (700, 64, 9000);
-        let w = Tensor::from_vec(lcg(v * d, 1, 2.0), (v, d), &dev).unwrap();
+        let w = Tensor::from_vec(uniform_values(v * d, 1, 2.0), (v, d), &dev).unwrap();
         let qw = QWeight::new(QTensor::quantize(&w, GgmlDType::F32).unwrap()).unwrap();
         let targets: Vec<u32> = (0..n as u32).map(|i| (i * 7919) % v as u32).collect();
-        let h = Var::from_vec(lcg(n * d, 2, 3.0), (n, d), &dev).unwrap();
-        let coef = Tensor::from_vec(lcg(n, 3, 1.0), n, &dev).unwrap();
+        let h = Var::from_vec(uniform_values(n * d, 2, 3.0), (n, d), &dev).unwrap();
+        let coef = Tensor::from_vec(uniform_values(n, 3, 1.0), n, &dev).unwrap();
 
         let ours = token_logps(h.as_tensor(), &targets, &qw).unwrap();
         let g_ours = ours
@@ -240,10 +229,10 @@ mod tests {
     fn no_grad_path_returns_same_values() {
         let dev = Device::Cpu;
         let (n, d, v) = (5, 32, 300);
-        let w = Tensor::from_vec(lcg(v * d, 4, 1.0), (v, d), &dev).unwrap();
+        let w = Tensor::from_vec(uniform_values(v * d, 4, 1.0), (v, d), &dev).unwrap();
         let qw = QWeight::new(QTensor::quantize(&w, GgmlDType::Q8_0).unwrap()).unwrap();
         let targets = [1u32, 2, 3, 299, 0];
-        let hv = lcg(n * d, 5, 1.0);
+        let hv = uniform_values(n * d, 5, 1.0);
         let a = token_logps(
             &Tensor::from_vec(hv.clone(), (n, d), &dev).unwrap(),
             &targets,

@@ -116,20 +116,9 @@ pub(crate) fn contiguous_f32<'a>(storage: &'a CpuStorage, layout: &Layout) -> Re
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::synth::uniform_values;
     use candle_core::quantized::{GgmlDType, QTensor};
     use candle_core::{Device, Var};
-
-    fn lcg(n: usize, seed: u64, scale: f32) -> Vec<f32> {
-        let mut s = seed;
-        (0..n)
-            .map(|_| {
-                s = s
-                    .wrapping_mul(6364136223846793005)
-                    .wrapping_add(1442695040888963407);
-                (((s >> 33) as f32 / (1u64 << 31) as f32) - 0.5) * scale
-            })
-            .collect()
-    }
 
     /// Central finite differences of `L = sum(y * r)` w.r.t. `x` against the op's backward, for
     /// the quant types the real models use. The loss is linear in x, so FD is exact up to f32
@@ -145,13 +134,13 @@ mod tests {
             GgmlDType::Q6K,
             GgmlDType::Q8_0,
         ] {
-            let w = Tensor::from_vec(lcg(m * k, 11, 1.0), (m, k), &dev).unwrap();
+            let w = Tensor::from_vec(uniform_values(m * k, 11, 1.0), (m, k), &dev).unwrap();
             let lin = QLinear::new(
                 QWeight::new(QTensor::quantize(&w, dt).unwrap()).unwrap(),
                 None,
             );
-            let r = Tensor::from_vec(lcg(n * m, 5, 2.0), (n, m), &dev).unwrap();
-            let x0 = lcg(n * k, 3, 2.0);
+            let r = Tensor::from_vec(uniform_values(n * m, 5, 2.0), (n, m), &dev).unwrap();
+            let x0 = uniform_values(n * k, 3, 2.0);
             let x = Var::from_vec(x0.clone(), (n, k), &dev).unwrap();
             let loss = lin
                 .forward(x.as_tensor())
@@ -199,13 +188,13 @@ mod tests {
     #[test]
     fn no_gradient_for_frozen_weight_and_bias_broadcasts() {
         let dev = Device::Cpu;
-        let w = Tensor::from_vec(lcg(8 * 32, 1, 1.0), (8, 32), &dev).unwrap();
-        let b = Tensor::from_vec(lcg(8, 2, 1.0), 8, &dev).unwrap();
+        let w = Tensor::from_vec(uniform_values(8 * 32, 1, 1.0), (8, 32), &dev).unwrap();
+        let b = Tensor::from_vec(uniform_values(8, 2, 1.0), 8, &dev).unwrap();
         let lin = QLinear::new(
             QWeight::new(QTensor::quantize(&w, GgmlDType::F32).unwrap()).unwrap(),
             Some(b.clone()),
         );
-        let x = Tensor::from_vec(lcg(2 * 3 * 32, 3, 1.0), (2, 3, 32), &dev).unwrap();
+        let x = Tensor::from_vec(uniform_values(2 * 3 * 32, 3, 1.0), (2, 3, 32), &dev).unwrap();
         let y = lin.forward(&x).unwrap();
         let want = x
             .broadcast_matmul(&w.t().unwrap())

@@ -158,21 +158,31 @@ impl QWeight {
         Tensor::from_vec(out, (self.rows, self.cols), device)
     }
 
+    /// Call `f(r0, r1, w)` for consecutive blocks of rows, `w` the block dequantized to f32
+    /// `(r1 - r0, cols)`. One buffer is reused, so at most `ROW_BLOCK` rows exist in f32.
+    fn for_each_row_block(&self, mut f: impl FnMut(usize, usize, &[f32])) -> Result<()> {
+        let data = self.data()?;
+        let mut wbuf = vec![0f32; ROW_BLOCK.min(self.rows) * self.cols];
+        let mut r0 = 0;
+        while r0 < self.rows {
+            let r1 = (r0 + ROW_BLOCK).min(self.rows);
+            let w = &mut wbuf[..(r1 - r0) * self.cols];
+            self.dequantize_rows_from(&data, r0, r1, w)?;
+            f(r0, r1, w);
+            r0 = r1;
+        }
+        Ok(())
+    }
+
     /// `y = x · Wᵀ` for `x` `(n, cols)` row-major: returns `(n, rows)` row-major.
     pub fn matmul_t(&self, x: &[f32], n: usize) -> Result<Vec<f32>> {
         let (rows, cols) = (self.rows, self.cols);
         if x.len() != n * cols {
             candle_core::bail!("matmul_t: x has {} values, expected {n} x {cols}", x.len())
         }
-        let data = self.data()?;
         let mut y = vec![0f32; n * rows];
-        let mut wbuf = vec![0f32; ROW_BLOCK.min(rows) * cols];
-        let mut r0 = 0;
-        while r0 < rows {
-            let r1 = (r0 + ROW_BLOCK).min(rows);
-            let w = &mut wbuf[..(r1 - r0) * cols];
-            self.dequantize_rows_from(&data, r0, r1, w)?;
-            // y[:, r0..r1] = x (n, cols) · w(r1-r0, cols)ᵀ
+        self.for_each_row_block(|r0, r1, w| {
+            // y[:, r0..r1] = x (n, cols) · w (r1-r0, cols)ᵀ
             unsafe {
                 gemm_f32(
                     n,
@@ -190,8 +200,7 @@ impl QWeight {
                     1,
                 );
             }
-            r0 = r1;
-        }
+        })?;
         Ok(y)
     }
 
@@ -202,14 +211,8 @@ impl QWeight {
         if g.len() != n * rows {
             candle_core::bail!("matmul: g has {} values, expected {n} x {rows}", g.len())
         }
-        let data = self.data()?;
         let mut gx = vec![0f32; n * cols];
-        let mut wbuf = vec![0f32; ROW_BLOCK.min(rows) * cols];
-        let mut r0 = 0;
-        while r0 < rows {
-            let r1 = (r0 + ROW_BLOCK).min(rows);
-            let w = &mut wbuf[..(r1 - r0) * cols];
-            self.dequantize_rows_from(&data, r0, r1, w)?;
+        self.for_each_row_block(|r0, r1, w| {
             // gx += g[:, r0..r1] (n, r1-r0) · w (r1-r0, cols)
             unsafe {
                 gemm_f32(
@@ -228,8 +231,7 @@ impl QWeight {
                     cols as isize,
                 );
             }
-            r0 = r1;
-        }
+        })?;
         Ok(gx)
     }
 }
@@ -322,16 +324,12 @@ mod tests {
     use super::*;
 
     fn rand_mat(rows: usize, cols: usize, seed: u64) -> Tensor {
-        let mut s = seed;
-        let v: Vec<f32> = (0..rows * cols)
-            .map(|_| {
-                s = s
-                    .wrapping_mul(6364136223846793005)
-                    .wrapping_add(1442695040888963407);
-                ((s >> 33) as f32 / (1u64 << 31) as f32) - 0.5
-            })
-            .collect();
-        Tensor::from_vec(v, (rows, cols), &Device::Cpu).unwrap()
+        Tensor::from_vec(
+            crate::synth::uniform_values(rows * cols, seed, 1.0),
+            (rows, cols),
+            &Device::Cpu,
+        )
+        .unwrap()
     }
 
     #[test]

@@ -428,6 +428,15 @@ fn fnv1a(s: &str) -> u64 {
     })
 }
 
+/// `n` values uniform in `[-scale/2, scale/2)`, fixed forever for a seed: the deterministic
+/// inputs that tests feed to ops (weights, activations, gradient probes).
+pub fn uniform_values(n: usize, seed: u64, scale: f32) -> Vec<f32> {
+    let mut r = SplitMix64::new(seed);
+    (0..n)
+        .map(|_| ((r.uniform() - 0.5) as f32) * scale)
+        .collect()
+}
+
 /// splitmix64 (Steele, Lea, Flood 2014): tiny, fixed forever, good enough for test weights.
 struct SplitMix64(u64);
 
