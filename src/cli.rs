@@ -17,6 +17,8 @@ pub struct Cli {
 
 #[derive(Debug, Subcommand)]
 pub enum Command {
+    /// Train LoRA adapters with a preference loss, as a recipe says.
+    Run(RunArgs),
     /// Summed log-probs of each record's chosen and rejected completions (one JSON line per record).
     Score(ScoreArgs),
     /// Token ids and pieces of text, as llama.cpp tokenizes it (no BOS/EOS added).
@@ -25,6 +27,22 @@ pub enum Command {
     Generate(GenerateArgs),
     /// Architecture, dimensions, tensor types, tokenizer and memory of a GGUF model.
     Inspect(InspectArgs),
+    /// Write a tiny random GGUF model (for tests and the tiny recipe).
+    Synth(SynthArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct SynthArgs {
+    /// llama, qwen2, qwen3 or gemma3.
+    #[arg(long, default_value = "llama")]
+    pub arch: String,
+    /// Type of the linear weights: f32, f16, q8_0, q4_0, q4_k, q6_k, ...
+    #[arg(long, default_value = "f32")]
+    pub weight_type: String,
+    #[arg(long, default_value_t = 0)]
+    pub seed: u64,
+    #[arg(long)]
+    pub out: PathBuf,
 }
 
 #[derive(Debug, Args)]
@@ -35,9 +53,27 @@ pub struct ModelArg {
 }
 
 #[derive(Debug, Args)]
+pub struct RunArgs {
+    /// The recipe (YAML); see recipes/.
+    pub recipe: PathBuf,
+    /// Override a recipe key, e.g. --set train.lr=1e-4 (repeatable; the value is YAML).
+    #[arg(long = "set", value_name = "KEY.PATH=VALUE")]
+    pub set: Vec<String>,
+    /// Continue from the latest checkpoint in output.dir.
+    #[arg(long)]
+    pub resume: bool,
+    /// No progress bar.
+    #[arg(long)]
+    pub quiet: bool,
+}
+
+#[derive(Debug, Args)]
 pub struct ScoreArgs {
     #[command(flatten)]
     pub model: ModelArg,
+    /// A PEFT adapter folder to apply (e.g. a run's adapter/).
+    #[arg(long)]
+    pub adapter: Option<PathBuf>,
     /// JSONL preference records: {"prompt", "chosen", "rejected"}, strings or message lists.
     #[arg(long)]
     pub data: PathBuf,
@@ -62,6 +98,9 @@ pub struct TokenizeArgs {
 pub struct GenerateArgs {
     #[command(flatten)]
     pub model: ModelArg,
+    /// A PEFT adapter folder to apply (e.g. a run's adapter/).
+    #[arg(long)]
+    pub adapter: Option<PathBuf>,
     /// Wrap the prompt as a user message in the model's chat template.
     #[arg(long)]
     pub chat: bool,

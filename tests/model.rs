@@ -6,7 +6,7 @@
 use candle_core::quantized::GgmlDType;
 use candle_core::{Device, Tensor, Var};
 use dpo_lora::gguf::GgufFile;
-use dpo_lora::model::{Adapters, Lora, LoraLinear, Model, Scored, Target};
+use dpo_lora::model::{Adapters, Lora, LoraConfig, LoraLinear, Model, Scored, Target};
 use dpo_lora::synth::{uniform_values, SynthArch, SynthSpec};
 
 const ARCHS: [SynthArch; 4] = [
@@ -172,7 +172,21 @@ fn sliding_window_hides_tokens_beyond_its_reach() {
 
 /// Adapters on every target of every layer, B non-zero so A's gradient is non-zero too.
 fn full_lora(m: &Model, rank: usize) -> Lora {
-    let mut lora = Lora::default();
+    let config = LoraConfig {
+        rank,
+        alpha: 2.0 * rank as f64,
+        dropout: 0.0,
+        targets: Target::ALL.to_vec(),
+        use_rslora: false,
+    };
+    let mut lora = Lora::init(
+        config,
+        m.config.n_layer,
+        |il, t| m.linear_dims(il, t),
+        0,
+        &Device::Cpu,
+    )
+    .unwrap();
     let dev = Device::Cpu;
     for il in 0..m.config.n_layer {
         for (ti, t) in Target::ALL.into_iter().enumerate() {
@@ -218,7 +232,7 @@ fn gradient_reaches_every_adapter_in_every_layer() {
                             score_from: 4,
                         },
                     ],
-                    Adapters::On(&lora),
+                    Adapters::Train(&lora, 0),
                 )
                 .unwrap();
             let loss = (out.sums.get(0).unwrap() - out.sums.get(1).unwrap()).unwrap();

@@ -13,6 +13,8 @@ use crate::tokenizer::Message;
 
 pub fn run(a: GenerateArgs) -> Result<()> {
     let (f, model, tok) = super::load(&a.model.model)?;
+    let lora = super::adapter(a.adapter.as_deref(), &model)?;
+    let adapters = lora.as_ref().map_or(Adapters::Off, Adapters::On);
     if !(a.temperature >= 0.0 && a.temperature.is_finite()) {
         anyhow::bail!(
             "--temperature must be >= 0 (0 = greedy), got {}",
@@ -47,7 +49,7 @@ pub fn run(a: GenerateArgs) -> Result<()> {
             break;
         }
         let t = ids.len();
-        let h = model.forward_hidden(&ids, &[t], t, Adapters::Off)?;
+        let h = model.forward_hidden(&ids, &[t], t, adapters)?;
         let last = h
             .squeeze(0)?
             .narrow(0, t - 1, 1)?

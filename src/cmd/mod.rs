@@ -2,49 +2,48 @@
 
 mod generate;
 mod inspect;
+mod run;
 mod score;
+mod synth;
 mod tokenize;
 
-use anyhow::{Context, Result};
-use candle_core::Device;
+use anyhow::Result;
 
 use crate::cli::{Cli, Command};
 use crate::gguf::GgufFile;
 use crate::model::Model;
-use crate::source::ModelSource;
 use crate::tokenizer::Tokenizer;
 
 pub fn run(cli: Cli) -> Result<()> {
     match cli.command {
+        Command::Run(a) => run::run(a),
         Command::Score(a) => score::run(a),
         Command::Tokenize(a) => tokenize::run(a),
         Command::Generate(a) => generate::run(a),
         Command::Inspect(a) => inspect::run(a),
+        Command::Synth(a) => synth::run(a),
     }
 }
 
-/// Open a model file (fetching a Hub name first).
-pub(crate) fn open(model: &str) -> Result<GgufFile> {
-    let path = ModelSource::parse(model)?.resolve()?;
-    Ok(GgufFile::open(&path)?)
-}
-
-pub(crate) fn tokenizer(f: &GgufFile) -> Result<Tokenizer> {
-    Tokenizer::from_gguf(f).with_context(|| format!("{}: tokenizer", f.path.display()))
-}
+pub(crate) use crate::session::{open_file as open, tokenizer};
 
 /// The model and its tokenizer, on the CPU.
 pub(crate) fn load(model: &str) -> Result<(GgufFile, Model, Tokenizer)> {
-    let f = open(model)?;
-    let tok = tokenizer(&f)?;
-    let m = Model::load(&f, &Device::Cpu)?;
-    if tok.vocab_size() > m.config.vocab {
-        anyhow::bail!(
-            "{}: the tokenizer has {} tokens but token_embd.weight has {} rows",
-            f.path.display(),
-            tok.vocab_size(),
-            m.config.vocab
-        );
+    let l = crate::session::Loaded::open(model)?;
+    Ok((l.file, l.model, l.tok))
+}
+
+/// A PEFT adapter for `model`, if one was asked for.
+pub(crate) fn adapter(
+    dir: Option<&std::path::Path>,
+    model: &Model,
+) -> Result<Option<crate::model::Lora>> {
+    match dir {
+        Some(d) => Ok(Some(crate::model::peft::load(
+            d,
+            model,
+            &candle_core::Device::Cpu,
+        )?)),
+        None => Ok(None),
     }
-    Ok((f, m, tok))
 }

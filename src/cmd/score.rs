@@ -12,6 +12,8 @@ use crate::model::{Adapters, Scored};
 
 pub fn run(a: ScoreArgs) -> Result<()> {
     let (_f, model, tok) = super::load(&a.model.model)?;
+    let lora = super::adapter(a.adapter.as_deref(), &model)?;
+    let adapters = lora.as_ref().map_or(Adapters::Off, Adapters::On);
     let records = read_jsonl(&a.data)?;
     let mut pairs = Vec::with_capacity(records.len());
     for r in &records {
@@ -48,7 +50,7 @@ pub fn run(a: ScoreArgs) -> Result<()> {
                 score_from: p.rejected.prompt_len,
             },
         ];
-        let lp = model.sequence_logps(&seqs, Adapters::Off)?;
+        let lp = model.sequence_logps(&seqs, adapters)?;
         let sums = lp.sums.to_vec1::<f32>()?;
         let line = serde_json::json!({
             "index": r.index,

@@ -38,7 +38,7 @@ pub struct EncodedPair {
 pub enum EncodeError {
     #[error("the model has no chat template, so conversational records (message lists) cannot be rendered; use plain-text records or a model with `tokenizer.chat_template`")]
     NoTemplate,
-    #[error("{0}")]
+    #[error(transparent)]
     Template(#[from] TokenizerError),
     #[error("field \"{0}\" tokenizes to nothing after the prompt")]
     EmptyCompletion(&'static str),

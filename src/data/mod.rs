@@ -5,6 +5,7 @@
 //! field, and the TRL 1.x tokenization contract (`encode`). Does not: batch or truncate for
 //! training (the training issue adds that on top of [`EncodedPair`]).
 
+pub mod batch;
 pub mod encode;
 
 use std::path::{Path, PathBuf};
@@ -36,11 +37,8 @@ pub struct PreferenceRecord {
 
 #[derive(Debug, thiserror::Error)]
 pub enum DataError {
-    #[error("{path}: cannot read: {source}")]
-    Read {
-        path: PathBuf,
-        source: std::io::Error,
-    },
+    #[error("{path}: cannot read: {err}")]
+    Read { path: PathBuf, err: std::io::Error },
     #[error("{path}:{line}: {msg}")]
     Line {
         path: PathBuf,
@@ -53,9 +51,9 @@ pub enum DataError {
 
 /// Read every record of a JSONL file. Blank lines are skipped; anything else must be a record.
 pub fn read_jsonl(path: &Path) -> Result<Vec<PreferenceRecord>, DataError> {
-    let text = std::fs::read_to_string(path).map_err(|source| DataError::Read {
+    let text = std::fs::read_to_string(path).map_err(|err| DataError::Read {
         path: path.to_path_buf(),
-        source,
+        err,
     })?;
     let mut out = Vec::new();
     for (i, raw) in text.lines().enumerate() {

@@ -22,11 +22,8 @@ use candle_core::Device;
 /// An error in a GGUF file; the message names the file and what is wrong.
 #[derive(Debug, thiserror::Error)]
 pub enum GgufError {
-    #[error("{path}: cannot open: {source}")]
-    Open {
-        path: PathBuf,
-        source: std::io::Error,
-    },
+    #[error("{path}: cannot open: {err}")]
+    Open { path: PathBuf, err: std::io::Error },
     #[error("{path}: not a readable GGUF file ({reason}); is it truncated or not a .gguf?")]
     Corrupt { path: PathBuf, reason: String },
     #[error("{path}: metadata key `{key}` is missing")]
@@ -87,9 +84,9 @@ pub struct GgufFile {
 impl GgufFile {
     pub fn open(path: impl AsRef<Path>) -> Result<Self> {
         let path = path.as_ref().to_path_buf();
-        let file = File::open(&path).map_err(|source| GgufError::Open {
+        let file = File::open(&path).map_err(|err| GgufError::Open {
             path: path.clone(),
-            source,
+            err,
         })?;
         let file_size = file.metadata().map(|m| m.len()).unwrap_or(0);
         let mut reader = BufReader::new(file);

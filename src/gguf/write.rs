@@ -22,11 +22,8 @@ use candle_core::quantized::QTensor;
 /// An error while writing a GGUF file; the message names the destination.
 #[derive(Debug, thiserror::Error)]
 pub enum GgufWriteError {
-    #[error("{path}: cannot write: {source}")]
-    Io {
-        path: PathBuf,
-        source: std::io::Error,
-    },
+    #[error("{path}: cannot write: {err}")]
+    Io { path: PathBuf, err: std::io::Error },
     #[error("{path}: cannot encode as GGUF: {reason}")]
     Encode { path: PathBuf, reason: String },
     #[error("{path}: {what} `{name}` is given twice; every GGUF {what} must be unique")]
@@ -64,9 +61,9 @@ pub fn write_gguf(
         Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
         _ => PathBuf::from("."),
     };
-    let io_err = |source| GgufWriteError::Io {
+    let io_err = |err| GgufWriteError::Io {
         path: path.to_path_buf(),
-        source,
+        err,
     };
 
     let (tmp_path, file) = create_temp(&dir, &file_name).map_err(io_err)?;

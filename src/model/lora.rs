@@ -1,16 +1,22 @@
 //! LoRA adapters: the only trainable weights. PEFT's conventions, so export is a rename:
-//! `A (r, in)`, `B (out, r)`, `delta(x) = scale · (x · Aᵀ) · Bᵀ`, `scale = alpha / r`
-//! (rsLoRA: `alpha / sqrt(r)`), `B = 0` at init so the policy starts equal to the reference.
+//! `A (r, in)` Kaiming-uniform (`bound = 1/sqrt(in)`, PEFT's `kaiming_uniform_(a=√5)`),
+//! `B (out, r)` zeros, `delta(x) = scale · (dropout(x) · Aᵀ) · Bᵀ`, `scale = alpha / r`
+//! (rsLoRA: `alpha / sqrt(r)`). B = 0 at init, so the policy starts equal to the reference.
 //!
-//! Owns: the adapter tensors and their forward branch. Does not: decide which is the reference
-//! (the caller passes [`Adapters::Off`]), train, or save (see `train`, `export`).
+//! Owns: the adapter tensors, their init, their forward branch and dropout. Does not: decide
+//! which model is the reference (the caller passes an [`Adapters`] value), train, or read and
+//! write PEFT folders (see `peft`).
 
 use std::collections::BTreeMap;
 
-use candle_core::{Result, Tensor, Var};
+use candle_core::{Device, Result, Tensor, Var};
+use serde::{Deserialize, Serialize};
+
+use crate::rng::SplitMix64;
 
 /// The linear layers LoRA can target, in Hugging Face names.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
 pub enum Target {
     QProj,
     KProj,
@@ -45,8 +51,36 @@ impl Target {
         }
     }
 
+    /// The Hugging Face parent module (`self_attn` or `mlp`).
+    pub fn hf_parent(self) -> &'static str {
+        match self {
+            Target::QProj | Target::KProj | Target::VProj | Target::OProj => "self_attn",
+            Target::GateProj | Target::UpProj | Target::DownProj => "mlp",
+        }
+    }
+
     pub fn from_hf_name(s: &str) -> Option<Self> {
         Self::ALL.into_iter().find(|t| t.hf_name() == s)
+    }
+}
+
+/// Shape and scaling of a set of adapters.
+#[derive(Debug, Clone, PartialEq)]
+pub struct LoraConfig {
+    pub rank: usize,
+    pub alpha: f64,
+    pub dropout: f64,
+    pub targets: Vec<Target>,
+    pub use_rslora: bool,
+}
+
+impl LoraConfig {
+    pub fn scale(&self) -> f64 {
+        if self.use_rslora {
+            self.alpha / (self.rank as f64).sqrt()
+        } else {
+            self.alpha / self.rank as f64
+        }
     }
 }
 
@@ -58,22 +92,60 @@ pub struct LoraLinear {
     pub scale: f64,
 }
 
-impl LoraLinear {
-    /// `x (.., in) -> (.., out)`: the adapter's contribution only.
-    pub fn delta(&self, x: &Tensor) -> Result<Tensor> {
-        let xa = x.broadcast_matmul(&self.a.as_tensor().t()?)?;
-        let xab = xa.broadcast_matmul(&self.b.as_tensor().t()?)?;
-        xab * self.scale
-    }
-}
-
 /// All adapters of a model, keyed by `(layer, target)`.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone)]
 pub struct Lora {
+    pub config: LoraConfig,
     pub layers: BTreeMap<(usize, Target), LoraLinear>,
 }
 
+/// Which model to run. Passed by value into every forward so the choice is visible at the call
+/// site: the reference is `Off` (or a frozen set), the policy `On` / `Train`.
+#[derive(Debug, Clone, Copy)]
+pub enum Adapters<'a> {
+    /// The bare base: π_ref when no adapter was given to start from.
+    Off,
+    /// Base + adapters, no dropout and no gradient graph (evaluation, scoring, generation, the
+    /// frozen `init_from` reference).
+    On(&'a Lora),
+    /// Base + adapters with gradients, dropout drawn from `seed` (a training micro-batch).
+    Train(&'a Lora, u64),
+}
+
 impl Lora {
+    /// Fresh adapters for every `(layer, target)`; `dims(layer, target) = (in, out)`.
+    /// A is drawn from `seed` per `(layer, target)` stream, so adding targets does not change others.
+    pub fn init(
+        config: LoraConfig,
+        n_layer: usize,
+        dims: impl Fn(usize, Target) -> (usize, usize),
+        seed: u64,
+        device: &Device,
+    ) -> Result<Self> {
+        let mut layers = BTreeMap::new();
+        for il in 0..n_layer {
+            for &t in &config.targets {
+                let (i, o) = dims(il, t);
+                let bound = 1.0 / (i as f64).sqrt();
+                let mut rng = SplitMix64::keyed(&[seed, 0x10a, il as u64, t as u64]);
+                let a: Vec<f32> = (0..config.rank * i)
+                    .map(|_| ((rng.uniform() * 2.0 - 1.0) * bound) as f32)
+                    .collect();
+                let a = Var::from_tensor(&Tensor::from_vec(a, (config.rank, i), device)?)?;
+                let b = Var::zeros((o, config.rank), candle_core::DType::F32, device)?;
+                layers.insert(
+                    (il, t),
+                    LoraLinear {
+                        a,
+                        b,
+                        scale: config.scale(),
+                    },
+                );
+            }
+        }
+        Ok(Self { config, layers })
+    }
+
     pub fn get(&self, layer: usize, target: Target) -> Option<&LoraLinear> {
         self.layers.get(&(layer, target))
     }
@@ -82,12 +154,70 @@ impl Lora {
     pub fn vars(&self) -> Vec<&Var> {
         self.layers.values().flat_map(|l| [&l.a, &l.b]).collect()
     }
+
+    /// A deep copy (the reference when starting from an adapter): optimizer steps update a `Var`
+    /// in place, so a shallow clone would move with the policy.
+    pub fn frozen_copy(&self) -> Result<Self> {
+        let mut layers = BTreeMap::new();
+        for (k, l) in &self.layers {
+            let a = Var::from_tensor(&l.a.as_tensor().copy()?)?;
+            let b = Var::from_tensor(&l.b.as_tensor().copy()?)?;
+            layers.insert(
+                *k,
+                LoraLinear {
+                    a,
+                    b,
+                    scale: l.scale,
+                },
+            );
+        }
+        Ok(Self {
+            config: self.config.clone(),
+            layers,
+        })
+    }
+
+    /// `x (.., in) -> (.., out)`: the adapter's contribution at `(layer, target)`, or `None`.
+    /// `train = Some(seed)`: tracked for gradients, with dropout from `seed`; `None`: detached.
+    pub fn delta(
+        &self,
+        layer: usize,
+        target: Target,
+        x: &Tensor,
+        train: Option<u64>,
+    ) -> Result<Option<Tensor>> {
+        let Some(l) = self.get(layer, target) else {
+            return Ok(None);
+        };
+        let (a, b, x) = match train {
+            Some(seed) => {
+                let x = if self.config.dropout > 0.0 {
+                    dropout(
+                        x,
+                        self.config.dropout,
+                        SplitMix64::keyed(&[seed, layer as u64, target as u64]),
+                    )?
+                } else {
+                    x.clone()
+                };
+                (l.a.as_tensor().clone(), l.b.as_tensor().clone(), x)
+            }
+            None => (
+                l.a.as_tensor().detach(),
+                l.b.as_tensor().detach(),
+                x.clone(),
+            ),
+        };
+        let xa = x.broadcast_matmul(&a.t()?)?;
+        Ok(Some((xa.broadcast_matmul(&b.t()?)? * l.scale)?))
+    }
 }
 
-/// Which model to run: the policy (base + adapters) or the reference (the same base, adapters off).
-/// Passed by value into every forward so the choice is visible at the call site.
-#[derive(Debug, Clone, Copy)]
-pub enum Adapters<'a> {
-    Off,
-    On(&'a Lora),
+/// Inverted dropout with a mask drawn from `rng` (so a resumed run draws the same masks).
+fn dropout(x: &Tensor, p: f64, mut rng: SplitMix64) -> Result<Tensor> {
+    let keep = 1.0 / (1.0 - p);
+    let mask: Vec<f32> = (0..x.elem_count())
+        .map(|_| if rng.uniform() > p { keep as f32 } else { 0.0 })
+        .collect();
+    x.mul(&Tensor::from_vec(mask, x.shape(), x.device())?)
 }

@@ -14,6 +14,7 @@ pub mod config;
 pub mod head;
 pub mod layers;
 pub mod lora;
+pub mod peft;
 pub mod qlinear;
 pub mod qweight;
 
@@ -22,7 +23,7 @@ use candle_core::{Device, Result, Tensor};
 use crate::gguf::{GgufError, GgufFile};
 pub use config::{Arch, Config};
 use layers::{apply_rope, attention, attention_mask, rms_norm, rope_tables};
-pub use lora::{Adapters, Lora, LoraLinear, Target};
+pub use lora::{Adapters, Lora, LoraConfig, LoraLinear, Target};
 use qlinear::QLinear;
 use qweight::QWeight;
 
@@ -239,13 +240,21 @@ impl Model {
 
     fn lin(&self, il: usize, target: Target, x: &Tensor, adapters: Adapters) -> Result<Tensor> {
         let y = self.linear(il, target).forward(x)?;
-        match adapters {
-            Adapters::On(lora) => match lora.get(il, target) {
-                Some(l) => y + l.delta(x)?,
-                None => Ok(y),
-            },
-            Adapters::Off => Ok(y),
+        let delta = match adapters {
+            Adapters::Off => None,
+            Adapters::On(lora) => lora.delta(il, target, x, None)?,
+            Adapters::Train(lora, seed) => lora.delta(il, target, x, Some(seed))?,
+        };
+        match delta {
+            Some(d) => y + d,
+            None => Ok(y),
         }
+    }
+
+    /// `(in, out)` of the frozen linear `target` in layer `il` (for building adapters).
+    pub fn linear_dims(&self, il: usize, target: Target) -> (usize, usize) {
+        let l = self.linear(il, target);
+        (l.in_features(), l.out_features())
     }
 
     /// Final-normed hidden states `(b_sz, seq_len, hidden)` for right-padded `ids`

@@ -47,6 +47,7 @@ use candle_core::quantized::{GgmlDType, QTensor};
 use candle_core::{Device, Tensor};
 
 use crate::gguf::write::{string, write_gguf, GgufWriteError};
+use crate::rng::{fnv1a, SplitMix64};
 
 /// llama.cpp's default Gemma 3 period of global layers.
 pub const GEMMA3_DEFAULT_GLOBAL_EVERY: usize = 6;
@@ -422,49 +423,6 @@ fn file_type(dtype: GgmlDType) -> usize {
 }
 
 /// FNV-1a of a tensor name: decorrelates the per-tensor streams.
-fn fnv1a(s: &str) -> u64 {
-    s.bytes().fold(0xcbf2_9ce4_8422_2325, |h, b| {
-        (h ^ b as u64).wrapping_mul(0x0000_0100_0000_01b3)
-    })
-}
-
-/// `n` values uniform in `[-scale/2, scale/2)`, fixed forever for a seed: the deterministic
-/// inputs that tests feed to ops (weights, activations, gradient probes).
-pub fn uniform_values(n: usize, seed: u64, scale: f32) -> Vec<f32> {
-    let mut r = SplitMix64::new(seed);
-    (0..n)
-        .map(|_| ((r.uniform() - 0.5) as f32) * scale)
-        .collect()
-}
-
-/// splitmix64 (Steele, Lea, Flood 2014): tiny, fixed forever, good enough for test weights.
-struct SplitMix64(u64);
-
-impl SplitMix64 {
-    fn new(seed: u64) -> Self {
-        Self(seed)
-    }
-
-    fn next_u64(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-        z ^ (z >> 31)
-    }
-
-    /// Uniform in (0, 1]: 53 random bits, shifted off zero so `ln` is finite.
-    fn uniform(&mut self) -> f64 {
-        ((self.next_u64() >> 11) + 1) as f64 / (1u64 << 53) as f64
-    }
-
-    /// Standard normal by Box-Muller (the cosine half).
-    fn normal(&mut self) -> f32 {
-        let (u1, u2) = (self.uniform(), self.uniform());
-        ((-2.0 * u1.ln()).sqrt() * (std::f64::consts::TAU * u2).cos()) as f32
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -1,0 +1,269 @@
+//! Training data: encoded pairs truncated to the recipe's lengths, split, shuffled per epoch, and
+//! cut into micro-batches.
+//!
+//! Truncation (TRL's rules, made explicit): a prompt longer than `max_prompt_length` keeps its end
+//! (or its start, `truncation: keep_start`; BOS, when present, is always kept); then the completion
+//! is cut to fit `max_length`. A pair whose completion would be emptied on either side is dropped
+//! and counted, never trained on as an empty sequence.
+
+use std::path::Path;
+
+use crate::recipe::{DataSection, Truncation};
+use crate::rng::SplitMix64;
+use crate::tokenizer::Tokenizer;
+
+use super::{encode_pair, read_jsonl, EncodedSide};
+
+/// One training pair, ready for the model.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TrainPair {
+    /// Index of the record in its file (0-based), for the reference cache and messages.
+    pub index: usize,
+    pub chosen: EncodedSide,
+    pub rejected: EncodedSide,
+}
+
+/// The pairs of one file (or split) and what was dropped.
+#[derive(Debug, Clone)]
+pub struct PairSet {
+    pub pairs: Vec<TrainPair>,
+    /// Pairs dropped because truncation would have emptied a completion.
+    pub dropped: usize,
+    pub truncated: usize,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum BatchError {
+    #[error(transparent)]
+    Data(#[from] super::DataError),
+    #[error("{path}:{line}: {msg}")]
+    Record {
+        path: String,
+        line: usize,
+        msg: String,
+    },
+    #[error("{path}: all {n} pairs are too long: with data.max_length = {max_length} no completion token is left; raise data.max_length or set data.max_prompt_length")]
+    AllDropped {
+        path: String,
+        n: usize,
+        max_length: usize,
+    },
+}
+
+/// Limits applied to every side of every pair.
+#[derive(Debug, Clone, Copy)]
+pub struct Limits {
+    pub max_length: usize,
+    pub max_prompt_length: Option<usize>,
+    pub truncation: Truncation,
+    pub bos: Option<u32>,
+}
+
+impl Limits {
+    pub fn from_recipe(d: &DataSection, tok: &Tokenizer) -> Self {
+        Self {
+            max_length: d.max_length,
+            max_prompt_length: d.max_prompt_length,
+            truncation: d.truncation,
+            bos: if tok.add_bos() { tok.bos_id() } else { None },
+        }
+    }
+
+    /// The side cut to the limits, or `None` if no completion token would be left.
+    pub fn apply(&self, side: &EncodedSide) -> Option<EncodedSide> {
+        let (prompt, completion) = side.ids.split_at(side.prompt_len);
+        let mut prompt = prompt.to_vec();
+        if let Some(maxp) = self.max_prompt_length {
+            if prompt.len() > maxp {
+                let keep_bos = self.bos.is_some() && prompt.first() == self.bos.as_ref();
+                prompt = match (self.truncation, keep_bos) {
+                    (Truncation::KeepEnd, true) => std::iter::once(prompt[0])
+                        .chain(prompt[prompt.len() - (maxp - 1)..].iter().copied())
+                        .collect(),
+                    (Truncation::KeepEnd, false) => prompt[prompt.len() - maxp..].to_vec(),
+                    (Truncation::KeepStart, _) => prompt[..maxp].to_vec(),
+                };
+            }
+        }
+        let room = self.max_length.saturating_sub(prompt.len());
+        let completion = &completion[..completion.len().min(room)];
+        if completion.is_empty() || prompt.is_empty() {
+            return None;
+        }
+        let prompt_len = prompt.len();
+        prompt.extend_from_slice(completion);
+        Some(EncodedSide {
+            ids: prompt,
+            prompt_len,
+        })
+    }
+}
+
+/// Read, encode and truncate every record of `path`.
+pub fn load_pairs(path: &Path, tok: &Tokenizer, limits: &Limits) -> Result<PairSet, BatchError> {
+    let records = read_jsonl(path)?;
+    let mut pairs = Vec::with_capacity(records.len());
+    let (mut dropped, mut truncated) = (0, 0);
+    for r in &records {
+        let p = encode_pair(tok, r).map_err(|e| BatchError::Record {
+            path: path.display().to_string(),
+            line: r.line,
+            msg: e.to_string(),
+        })?;
+        if p.prompt_ids.is_empty() {
+            return Err(BatchError::Record {
+                path: path.display().to_string(),
+                line: r.line,
+                msg: "the prompt is empty and the model adds no BOS token, so the first completion token has no context; give a non-empty prompt".into(),
+            });
+        }
+        match (limits.apply(&p.chosen), limits.apply(&p.rejected)) {
+            (Some(c), Some(rj)) => {
+                if c != p.chosen || rj != p.rejected {
+                    truncated += 1;
+                }
+                pairs.push(TrainPair {
+                    index: r.index,
+                    chosen: c,
+                    rejected: rj,
+                });
+            }
+            _ => dropped += 1,
+        }
+    }
+    if pairs.is_empty() {
+        return Err(BatchError::AllDropped {
+            path: path.display().to_string(),
+            n: records.len(),
+            max_length: limits.max_length,
+        });
+    }
+    Ok(PairSet {
+        pairs,
+        dropped,
+        truncated,
+    })
+}
+
+/// Split off `fraction` of `set` as a held-out set, chosen by `seed` (deterministic).
+pub fn split_eval(set: PairSet, fraction: f64, seed: u64) -> (PairSet, PairSet) {
+    let n = set.pairs.len();
+    let n_eval = ((n as f64) * fraction).round() as usize;
+    let n_eval = n_eval.min(n.saturating_sub(1));
+    let perm = SplitMix64::keyed(&[seed, 0xe7a1]).permutation(n);
+    let eval_idx: std::collections::HashSet<usize> = perm[..n_eval].iter().copied().collect();
+    let (mut train, mut eval) = (Vec::new(), Vec::new());
+    for (i, p) in set.pairs.into_iter().enumerate() {
+        if eval_idx.contains(&i) {
+            eval.push(p);
+        } else {
+            train.push(p);
+        }
+    }
+    (
+        PairSet {
+            pairs: train,
+            dropped: set.dropped,
+            truncated: set.truncated,
+        },
+        PairSet {
+            pairs: eval,
+            dropped: 0,
+            truncated: 0,
+        },
+    )
+}
+
+/// The order pairs are visited in: a fresh permutation per epoch from the seed, walked by a
+/// position that a checkpoint can store (and that depends only on how many pairs were consumed).
+#[derive(Debug, Clone)]
+pub struct Order {
+    n: usize,
+    seed: u64,
+}
+
+impl Order {
+    pub fn new(n: usize, seed: u64) -> Self {
+        Self { n, seed }
+    }
+
+    /// The pair indices of the `count` pairs starting at global position `pos` (pairs consumed
+    /// so far); crosses epoch boundaries.
+    pub fn take(&self, pos: usize, count: usize) -> Vec<usize> {
+        let mut out = Vec::with_capacity(count);
+        let mut epoch = pos / self.n;
+        let mut perm = self.permutation(epoch);
+        for p in pos..pos + count {
+            if p / self.n != epoch {
+                epoch = p / self.n;
+                perm = self.permutation(epoch);
+            }
+            out.push(perm[p % self.n]);
+        }
+        out
+    }
+
+    fn permutation(&self, epoch: usize) -> Vec<usize> {
+        SplitMix64::keyed(&[self.seed, 0xda7a, epoch as u64]).permutation(self.n)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn side(prompt: &[u32], completion: &[u32]) -> EncodedSide {
+        EncodedSide {
+            ids: prompt.iter().chain(completion).copied().collect(),
+            prompt_len: prompt.len(),
+        }
+    }
+
+    #[test]
+    fn truncation_keeps_bos_and_the_prompt_end_then_cuts_the_completion() {
+        let l = Limits {
+            max_length: 6,
+            max_prompt_length: Some(3),
+            truncation: Truncation::KeepEnd,
+            bos: Some(1),
+        };
+        let s = l
+            .apply(&side(&[1, 10, 11, 12, 13], &[20, 21, 22, 23]))
+            .unwrap();
+        assert_eq!(s, side(&[1, 12, 13], &[20, 21, 22]));
+        let l = Limits {
+            truncation: Truncation::KeepStart,
+            ..l
+        };
+        assert_eq!(
+            l.apply(&side(&[1, 10, 11, 12, 13], &[20])).unwrap(),
+            side(&[1, 10, 11], &[20])
+        );
+    }
+
+    #[test]
+    fn a_completion_that_would_be_emptied_drops_the_side() {
+        let l = Limits {
+            max_length: 4,
+            max_prompt_length: None,
+            truncation: Truncation::KeepEnd,
+            bos: None,
+        };
+        assert!(l.apply(&side(&[1, 2, 3, 4], &[5])).is_none());
+        assert_eq!(
+            l.apply(&side(&[1, 2, 3], &[5, 6])).unwrap(),
+            side(&[1, 2, 3], &[5])
+        );
+    }
+
+    #[test]
+    fn order_is_a_permutation_per_epoch_and_resumable() {
+        let o = Order::new(5, 9);
+        let all = o.take(0, 10);
+        let mut e0 = all[..5].to_vec();
+        e0.sort();
+        assert_eq!(e0, vec![0, 1, 2, 3, 4]);
+        assert_ne!(all[..5], all[5..]);
+        assert_eq!(o.take(3, 4), all[3..7].to_vec());
+    }
+}

@@ -1,0 +1,590 @@
+//! The training loop: DPO (or another preference loss) over LoRA adapters on a frozen base.
+//!
+//! ```text
+//! prepare: recipe -> model + tokenizer -> pairs (truncated, split) -> adapters -> reference
+//! step:    for each micro-batch: policy forward (adapters on, graph) + reference (no graph)
+//!          -> loss / grad_accum -> backward -> accumulate; clip; AdamW; log; eval; checkpoint
+//! finish:  final eval, adapter/ (PEFT), plot.png
+//! ```
+//! One loaded model serves as both policy and reference: the reference is the same forward with
+//! [`Adapters::Off`] (or the frozen `init_from` adapter). Reference: torchtune's LoRA DPO recipe,
+//! TRL's `DPOTrainer` (metric names), Rafailov et al. 2023.
+
+pub mod checkpoint;
+pub mod optim;
+pub mod reference;
+pub mod schedule;
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Instant;
+
+use anyhow::{bail, Context, Result};
+use candle_core::{Device, Tensor};
+use indicatif::{ProgressBar, ProgressStyle};
+
+use crate::data::batch::{load_pairs, split_eval, Limits, Order, PairSet, TrainPair};
+use crate::loss::{LossInputs, LossOutput, PairMetrics, PreferenceLoss};
+use crate::model::peft::{self, BaseInfo};
+use crate::model::{Adapters, Lora, LoraConfig, Scored};
+use crate::recipe::{Recipe, ReferenceMode};
+use crate::rng::SplitMix64;
+use crate::session::Loaded;
+use checkpoint::State;
+use optim::AdamW;
+use reference::Reference;
+
+/// How a run ended.
+#[derive(Debug)]
+pub enum Outcome {
+    Finished { adapter: PathBuf, steps: usize },
+    Interrupted { checkpoint: PathBuf, step: usize },
+}
+
+pub struct Options {
+    pub resume: bool,
+    /// Set (by Ctrl-C) to stop after the current step with a checkpoint.
+    pub interrupt: Arc<AtomicBool>,
+    /// Draw a progress bar on stderr.
+    pub progress: bool,
+}
+
+/// Everything a step needs, prepared once.
+struct Ctx<'a> {
+    recipe: &'a Recipe,
+    loaded: &'a Loaded,
+    train: PairSet,
+    eval: Option<PairSet>,
+    loss: PreferenceLoss,
+    reference: Reference,
+    base: BaseInfo,
+    pairs_per_step: usize,
+}
+
+/// Where a batch's reference values come from.
+enum RefVals<'a> {
+    Compute(Option<&'a Lora>),
+    Given(Vec<(f32, f32)>),
+    None,
+}
+
+/// The result of one micro-batch.
+struct BatchOut {
+    out: LossOutput,
+    loss: f64,
+    logps_chosen: Vec<f32>,
+    logps_rejected: Vec<f32>,
+    tokens: usize,
+}
+
+impl Ctx<'_> {
+    fn refs_for(&self, idx: &[usize], eval: bool) -> RefVals<'_> {
+        match &self.reference {
+            Reference::AdaptersOff(frozen) => RefVals::Compute(frozen.as_ref()),
+            Reference::Precomputed { train, eval: ev } => RefVals::Given(
+                idx.iter()
+                    .map(|&i| if eval { ev[i] } else { train[i] })
+                    .collect(),
+            ),
+            Reference::None => RefVals::None,
+        }
+    }
+
+    /// Loss and metrics of one micro-batch: chosen sequences first, then rejected, one forward.
+    fn batch(&self, pairs: &[&TrainPair], policy: Adapters, refs: RefVals) -> Result<BatchOut> {
+        let model = &self.loaded.model;
+        let dev = model.device();
+        let b = pairs.len();
+        let mut seqs: Vec<Scored> = pairs
+            .iter()
+            .map(|p| Scored {
+                ids: &p.chosen.ids,
+                score_from: p.chosen.prompt_len,
+            })
+            .collect();
+        seqs.extend(pairs.iter().map(|p| Scored {
+            ids: &p.rejected.ids,
+            score_from: p.rejected.prompt_len,
+        }));
+        let tokens: usize = seqs.iter().map(|s| s.ids.len()).sum();
+        let sums = model.sequence_logps(&seqs, policy)?.sums;
+        let (pc, pr) = (sums.narrow(0, 0, b)?, sums.narrow(0, b, b)?);
+        let ref_vals = match refs {
+            RefVals::Compute(frozen) => Some(reference::compute(model, frozen, pairs)?),
+            RefVals::Given(v) => Some(v),
+            RefVals::None => None,
+        };
+        let (rc, rr) = match &ref_vals {
+            Some(v) => (
+                Some(Tensor::from_vec(
+                    v.iter().map(|x| x.0).collect::<Vec<_>>(),
+                    b,
+                    dev,
+                )?),
+                Some(Tensor::from_vec(
+                    v.iter().map(|x| x.1).collect::<Vec<_>>(),
+                    b,
+                    dev,
+                )?),
+            ),
+            None => (None, None),
+        };
+        let len = |f: fn(&TrainPair) -> usize| {
+            Tensor::from_vec(
+                pairs.iter().map(|p| f(p) as f32).collect::<Vec<_>>(),
+                b,
+                dev,
+            )
+        };
+        let (lc, lr) = (
+            len(|p| p.chosen.completion().len())?,
+            len(|p| p.rejected.completion().len())?,
+        );
+        let inputs = LossInputs {
+            policy_chosen: &pc,
+            policy_rejected: &pr,
+            ref_chosen: rc.as_ref(),
+            ref_rejected: rr.as_ref(),
+            chosen_len: &lc,
+            rejected_len: &lr,
+        };
+        let out = self.loss.compute(&inputs, self.recipe.loss.rpo_alpha)?;
+        let loss = out.loss.to_scalar::<f32>()? as f64;
+        Ok(BatchOut {
+            loss,
+            logps_chosen: pc.detach().to_vec1()?,
+            logps_rejected: pr.detach().to_vec1()?,
+            out,
+            tokens,
+        })
+    }
+
+    fn evaluate(&self, lora: &Lora) -> Result<Option<PairMetrics>> {
+        let Some(eval) = &self.eval else {
+            return Ok(None);
+        };
+        let mut m = PairMetrics::default();
+        let bsz = self.recipe.train.batch_size;
+        for start in (0..eval.pairs.len()).step_by(bsz) {
+            let idx: Vec<usize> = (start..(start + bsz).min(eval.pairs.len())).collect();
+            let pairs: Vec<&TrainPair> = idx.iter().map(|&i| &eval.pairs[i]).collect();
+            let r = self.batch(&pairs, Adapters::On(lora), self.refs_for(&idx, true))?;
+            m.add(r.loss, &r.out, &r.logps_chosen, &r.logps_rejected);
+        }
+        Ok(Some(m))
+    }
+}
+
+/// Train as the recipe says. Writes into `recipe.output.dir`.
+pub fn run(recipe: &Recipe, opts: &Options) -> Result<Outcome> {
+    let out_dir = &recipe.output.dir;
+    prepare_output(out_dir, opts.resume)?;
+    let loaded = Loaded::open(&recipe.model.path).context("model.path")?;
+    let limits = Limits::from_recipe(&recipe.data, &loaded.tok);
+    let train_all = load_pairs(&recipe.data.train, &loaded.tok, &limits).context("data.train")?;
+    let (train, eval) = match &recipe.data.eval {
+        Some(p) => (
+            train_all,
+            Some(load_pairs(p, &loaded.tok, &limits).context("data.eval")?),
+        ),
+        None if recipe.data.eval_fraction > 0.0 => {
+            let (t, e) = split_eval(train_all, recipe.data.eval_fraction, recipe.train.seed);
+            (t, (!e.pairs.is_empty()).then_some(e))
+        }
+        None => (train_all, None),
+    };
+    eprintln!(
+        "data: {} training pairs ({} truncated, {} dropped: completion emptied by max_length {}){}",
+        train.pairs.len(),
+        train.truncated,
+        train.dropped,
+        limits.max_length,
+        eval.as_ref()
+            .map(|e| format!(", {} held-out pairs ({} dropped)", e.pairs.len(), e.dropped))
+            .unwrap_or_default()
+    );
+    let t = &recipe.train;
+    let pairs_per_step = t.batch_size * t.grad_accum;
+    let by_epochs = t.epochs.map(|e| {
+        ((e * train.pairs.len() as f64) / pairs_per_step as f64)
+            .ceil()
+            .max(1.0) as usize
+    });
+    let total_steps = match (t.max_steps, by_epochs) {
+        (Some(a), Some(b)) => a.min(b),
+        (Some(a), None) => a,
+        (None, Some(b)) => b,
+        (None, None) => bail!("train.max_steps or train.epochs is needed"),
+    };
+
+    // Adapters: fresh, or continued from `init_from` (which is then also the frozen reference).
+    let model = &loaded.model;
+    let (lora, frozen_init) = match &recipe.lora.init_from {
+        Some(dir) => {
+            let l = peft::load(dir, model, &Device::Cpu).context("lora.init_from")?;
+            let lc = &recipe.lora;
+            if l.config.rank != lc.rank
+                || l.config.targets != lc.target_modules
+                || l.config.alpha != lc.alpha
+            {
+                eprintln!(
+                    "note: lora.init_from sets rank {}, alpha {}, targets {:?}; lora.rank/alpha/target_modules of the recipe are not used",
+                    l.config.rank, l.config.alpha, l.config.targets.iter().map(|t| t.hf_name()).collect::<Vec<_>>()
+                );
+            }
+            let frozen = l.frozen_copy()?;
+            (l, Some(frozen))
+        }
+        None => {
+            let lc = &recipe.lora;
+            let config = LoraConfig {
+                rank: lc.rank,
+                alpha: lc.alpha,
+                dropout: lc.dropout,
+                targets: lc.target_modules.clone(),
+                use_rslora: lc.use_rslora,
+            };
+            (
+                Lora::init(
+                    config,
+                    model.config.n_layer,
+                    |il, t| model.linear_dims(il, t),
+                    t.seed,
+                    &Device::Cpu,
+                )?,
+                None,
+            )
+        }
+    };
+    let loss = PreferenceLoss::from_recipe(&recipe.loss);
+    let base = BaseInfo::of(model, Some(&loaded.path));
+    let mut ctx = Ctx {
+        recipe,
+        loaded: &loaded,
+        train,
+        eval,
+        loss,
+        reference: Reference::None,
+        base,
+        pairs_per_step,
+    };
+    ctx.reference = build_reference(&ctx, frozen_init, opts.progress)?;
+
+    let vars = lora.vars();
+    let mut opt = AdamW::new(&vars, t.weight_decay)?;
+    let mut start_step = 0;
+    if opts.resume {
+        if let Some((dir, st)) = checkpoint::latest(out_dir) {
+            let saved = peft::load(&dir.join("adapter"), model, &Device::Cpu)
+                .with_context(|| format!("{}: resume", dir.display()))?;
+            for (k, l) in &lora.layers {
+                let s = saved.layers.get(k).with_context(|| {
+                    format!(
+                        "{}: the checkpoint lacks layer {} {}",
+                        dir.display(),
+                        k.0,
+                        k.1.hf_name()
+                    )
+                })?;
+                l.a.set(s.a.as_tensor())?;
+                l.b.set(s.b.as_tensor())?;
+            }
+            opt.load(&dir.join("optimizer.safetensors"), st.step, &Device::Cpu)?;
+            if st.seed != t.seed {
+                bail!("{}: the checkpoint was made with train.seed {}, the recipe says {}; resume with the same recipe", dir.display(), st.seed, t.seed);
+            }
+            start_step = st.step;
+            eprintln!("resuming from {} (step {})", dir.display(), st.step);
+        } else {
+            eprintln!(
+                "--resume: no checkpoint in {}, starting at step 0",
+                checkpoint::root(out_dir).display()
+            );
+        }
+    }
+    std::fs::write(out_dir.join("recipe.yaml"), recipe.to_yaml())
+        .with_context(|| format!("{}: cannot write recipe.yaml", out_dir.display()))?;
+    let metrics_path = out_dir.join("metrics.jsonl");
+    truncate_metrics(&metrics_path, start_step)?;
+    let mut metrics = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(&metrics_path)
+        .with_context(|| format!("{}: cannot open", metrics_path.display()))?;
+
+    let order = Order::new(ctx.train.pairs.len(), t.seed);
+    let bar = progress_bar(opts.progress, total_steps, start_step);
+    let mut last_ckpt: Option<PathBuf> = checkpoint::latest(out_dir).map(|(d, _)| d);
+    if start_step == 0 {
+        if let Some(m) = ctx.evaluate(&lora)? {
+            write_metrics(&mut metrics, "eval", 0, 0.0, &m, None)?;
+        }
+    }
+    for step in start_step..total_steps {
+        let started = Instant::now();
+        let mut acc: Vec<Option<Tensor>> = vec![None; vars.len()];
+        let mut m = PairMetrics::default();
+        let mut tokens = 0;
+        for micro in 0..t.grad_accum {
+            let pos = step * ctx.pairs_per_step + micro * t.batch_size;
+            let idx = order.take(pos, t.batch_size);
+            let pairs: Vec<&TrainPair> = idx.iter().map(|&i| &ctx.train.pairs[i]).collect();
+            let seed = SplitMix64::keyed(&[t.seed, 0xd50, step as u64, micro as u64]).next_u64();
+            let r = ctx.batch(
+                &pairs,
+                Adapters::Train(&lora, seed),
+                ctx.refs_for(&idx, false),
+            )?;
+            if !r.loss.is_finite() {
+                bar.abandon();
+                bail!(
+                    "step {}: the loss is {}; training stopped. {} Lower train.lr or set train.max_grad_norm",
+                    step + 1,
+                    r.loss,
+                    match &last_ckpt {
+                        Some(d) => format!("The last good checkpoint is {} (resume with --resume).", d.display()),
+                        None => "No checkpoint was written yet.".to_string(),
+                    }
+                );
+            }
+            let grads = (&r.out.loss / t.grad_accum as f64)?.backward()?;
+            for (i, v) in vars.iter().enumerate() {
+                if let Some(g) = grads.get(v.as_tensor()) {
+                    acc[i] = Some(match acc[i].take() {
+                        Some(a) => (a + g)?,
+                        None => g.clone(),
+                    });
+                }
+            }
+            m.add(r.loss, &r.out, &r.logps_chosen, &r.logps_rejected);
+            tokens += r.tokens;
+        }
+        let mut grads: Vec<Tensor> = acc
+            .into_iter()
+            .zip(&vars)
+            .map(|(g, v)| g.map_or_else(|| v.as_tensor().zeros_like(), Ok))
+            .collect::<candle_core::Result<_>>()?;
+        let grad_norm = optim::global_norm(&grads)?;
+        if let Some(max) = t.max_grad_norm {
+            optim::clip(&mut grads, grad_norm, max)?;
+        }
+        let lr = schedule::lr_at(t.schedule, t.lr, t.warmup_steps, total_steps, step);
+        opt.step(&vars, &grads, lr)?;
+        let done = step + 1;
+        let secs = started.elapsed().as_secs_f64();
+        let epoch = (done * ctx.pairs_per_step) as f64 / ctx.train.pairs.len() as f64;
+        write_metrics(
+            &mut metrics,
+            "train",
+            done,
+            epoch,
+            &m,
+            Some((grad_norm, lr, tokens as f64 / secs.max(1e-9))),
+        )?;
+        bar.set_message(format!("loss {:.4}  acc {:.2}", m.loss, m.accuracies));
+        bar.inc(1);
+        if t.eval_every.is_some_and(|n| done % n == 0) && done < total_steps {
+            if let Some(em) = ctx.evaluate(&lora)? {
+                write_metrics(&mut metrics, "eval", done, epoch, &em, None)?;
+                bar.println(format!("eval @ step {done}: loss {:.4}, rewards/accuracies {:.3}, rewards/margins {:.3}", em.loss, em.accuracies, em.margins));
+            }
+        }
+        let interrupted = opts.interrupt.load(Ordering::SeqCst);
+        if t.save_every.is_some_and(|n| done % n == 0) || (interrupted && done < total_steps) {
+            let st = State {
+                step: done,
+                pairs_consumed: done * ctx.pairs_per_step,
+                seed: t.seed,
+            };
+            last_ckpt = Some(checkpoint::write(
+                out_dir,
+                &lora,
+                &opt,
+                &st,
+                &ctx.base,
+                t.keep_checkpoints,
+            )?);
+        }
+        if interrupted && done < total_steps {
+            bar.abandon();
+            let ck = last_ckpt.clone().unwrap_or_default();
+            return Ok(Outcome::Interrupted {
+                checkpoint: ck,
+                step: done,
+            });
+        }
+    }
+    bar.finish_and_clear();
+    if let Some(em) = ctx.evaluate(&lora)? {
+        let epoch = (total_steps * ctx.pairs_per_step) as f64 / ctx.train.pairs.len() as f64;
+        write_metrics(&mut metrics, "eval", total_steps, epoch, &em, None)?;
+        eprintln!("eval @ step {total_steps}: loss {:.4}, rewards/accuracies {:.3}, rewards/margins {:.3}", em.loss, em.accuracies, em.margins);
+    }
+    let adapter = out_dir.join("adapter");
+    peft::save(&lora, &adapter, &ctx.base, Some(&loaded.base_name()))?;
+    let points = crate::plot::read_metrics(&metrics_path)?;
+    let title = format!("{} on {}", recipe.loss.kind.name(), loaded.base_name());
+    crate::plot::plot_run(&points, &title, &out_dir.join("plot.png"))?;
+    Ok(Outcome::Finished {
+        adapter,
+        steps: total_steps,
+    })
+}
+
+fn build_reference(ctx: &Ctx, frozen: Option<Lora>, progress: bool) -> Result<Reference> {
+    let r = ctx.recipe;
+    if !ctx.loss.uses_reference() {
+        return Ok(Reference::None);
+    }
+    if r.reference.mode == ReferenceMode::AdaptersOff {
+        return Ok(Reference::AdaptersOff(frozen));
+    }
+    let mut files: Vec<&Path> = vec![&r.data.train];
+    if let Some(e) = &r.data.eval {
+        files.push(e);
+    }
+    let limits = Limits::from_recipe(&r.data, &ctx.loaded.tok);
+    let key = reference::cache_key(
+        &ctx.loaded.path,
+        &files,
+        &limits,
+        r.lora.init_from.as_deref(),
+        (r.data.eval_fraction, r.train.seed),
+    )
+    .context("reference cache key")?;
+    let dir = r
+        .reference
+        .cache_dir
+        .clone()
+        .unwrap_or_else(reference::default_cache_dir);
+    let n_eval = ctx.eval.as_ref().map_or(0, |e| e.pairs.len());
+    if let Some((train, eval)) = reference::load_cached(&dir, &key, ctx.train.pairs.len(), n_eval) {
+        eprintln!(
+            "reference: precomputed log-probs reused from {}",
+            dir.join(format!("{key}.json")).display()
+        );
+        return Ok(Reference::Precomputed { train, eval });
+    }
+    let started = Instant::now();
+    let all: Vec<(&TrainPair, bool)> = ctx
+        .train
+        .pairs
+        .iter()
+        .map(|p| (p, false))
+        .chain(
+            ctx.eval
+                .iter()
+                .flat_map(|e| e.pairs.iter().map(|p| (p, true))),
+        )
+        .collect();
+    let bar = progress_bar(progress, all.len(), 0);
+    bar.set_message("precomputing reference log-probs");
+    let (mut train, mut eval) = (Vec::new(), Vec::new());
+    for chunk in all.chunks(r.train.batch_size) {
+        let pairs: Vec<&TrainPair> = chunk.iter().map(|(p, _)| *p).collect();
+        let vals = reference::compute(&ctx.loaded.model, frozen.as_ref(), &pairs)?;
+        for ((_, is_eval), v) in chunk.iter().zip(vals) {
+            if *is_eval {
+                eval.push(v)
+            } else {
+                train.push(v)
+            }
+        }
+        bar.inc(chunk.len() as u64);
+    }
+    bar.finish_and_clear();
+    let path = reference::store(&dir, &key, &train, &eval)
+        .with_context(|| format!("{}: cannot write the reference cache", dir.display()))?;
+    eprintln!(
+        "reference: precomputed {} pairs in {:.1} s, cached at {}",
+        all.len(),
+        started.elapsed().as_secs_f64(),
+        path.display()
+    );
+    Ok(Reference::Precomputed { train, eval })
+}
+
+/// The output folder must be new (or hold this run when resuming) and writable.
+fn prepare_output(dir: &Path, resume: bool) -> Result<()> {
+    let has_run = dir.join("metrics.jsonl").exists()
+        || checkpoint::root(dir).exists()
+        || dir.join("adapter").exists();
+    if has_run && !resume {
+        bail!("output.dir {} already holds a run; pass --resume to continue it, or choose another folder (--set output.dir=...)", dir.display());
+    }
+    std::fs::create_dir_all(dir).with_context(|| {
+        format!(
+            "output.dir {} cannot be created; choose a writable folder",
+            dir.display()
+        )
+    })?;
+    let probe = dir.join(format!(".write-test-{}", std::process::id()));
+    std::fs::write(&probe, b"").with_context(|| {
+        format!(
+            "output.dir {} is not writable; choose a writable folder",
+            dir.display()
+        )
+    })?;
+    let _ = std::fs::remove_file(probe);
+    Ok(())
+}
+
+/// On resume, drop the metric lines past the checkpoint (they will be written again).
+fn truncate_metrics(path: &Path, keep_up_to: usize) -> Result<()> {
+    let Ok(text) = std::fs::read_to_string(path) else {
+        return Ok(());
+    };
+    let kept: String = text
+        .lines()
+        .filter(|l| {
+            serde_json::from_str::<serde_json::Value>(l)
+                .ok()
+                .and_then(|v| v["step"].as_u64())
+                .is_some_and(|s| s as usize <= keep_up_to)
+        })
+        .map(|l| format!("{l}\n"))
+        .collect();
+    std::fs::write(path, kept).with_context(|| format!("{}: cannot rewrite", path.display()))
+}
+
+fn write_metrics(
+    w: &mut std::fs::File,
+    kind: &str,
+    step: usize,
+    epoch: f64,
+    m: &PairMetrics,
+    train: Option<(f64, f64, f64)>,
+) -> Result<()> {
+    let mut o = serde_json::Map::new();
+    o.insert("kind".into(), kind.into());
+    o.insert("step".into(), step.into());
+    o.insert(
+        "epoch".into(),
+        serde_json::json!((epoch * 1000.0).round() / 1000.0),
+    );
+    o.extend(m.to_json());
+    if let Some((gn, lr, tps)) = train {
+        o.insert("grad_norm".into(), serde_json::json!(gn));
+        o.insert("learning_rate".into(), serde_json::json!(lr));
+        o.insert("tokens/s".into(), serde_json::json!(tps));
+    }
+    writeln!(w, "{}", serde_json::Value::Object(o))?;
+    w.flush()?;
+    Ok(())
+}
+
+fn progress_bar(show: bool, len: usize, pos: usize) -> ProgressBar {
+    if !show {
+        return ProgressBar::hidden();
+    }
+    let bar = ProgressBar::new(len as u64).with_style(
+        ProgressStyle::with_template(
+            "{elapsed_precise} [{bar:30}] {pos}/{len} steps  {per_sec}  eta {eta}  {msg}",
+        )
+        .unwrap_or_else(|_| ProgressStyle::default_bar()),
+    );
+    bar.set_position(pos as u64);
+    bar
+}
