@@ -10,6 +10,7 @@
 //! - [`tokenizer`]: llama.cpp-exact token ids from GGUF metadata (BPE, SPM) and chat templates.
 //! - [`data`]: JSONL preference records (TRL's formats) and their tokenization contract.
 //! - [`model`]: the frozen quantized base, LoRA adapters, the differentiable forward, log-probs.
+//! - [`plot`]: a run's `metrics.jsonl` drawn as a PNG of loss, reward accuracy and margin curves.
 //! - [`source`]: a model named by local path or Hugging Face Hub file.
 //! - [`synth`]: tiny random GGUF models of every architecture, for tests and the tiny recipe.
 //! - [`cli`], [`cmd`]: the `dpo-lora` command line.
@@ -18,6 +19,7 @@ pub mod cmd;
 pub mod data;
 pub mod gguf;
 pub mod model;
+pub mod plot;
 pub mod source;
 pub mod synth;
 pub mod tokenizer;
