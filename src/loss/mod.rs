@@ -176,11 +176,14 @@ fn nll(pc: &Tensor, len: &Tensor) -> Result<Tensor> {
     pc.sum_all()?.neg()?.div(&len.sum_all()?)
 }
 
-/// `log σ(x) = −softplus(−x) = min(x, 0) − log(1 + e^{−|x|})`, stable for large |x|, built from
-/// ops with a backward.
+/// `log σ(x) = min(x, 0) − log(1 + e^{−|x|})`, stable for large |x|, built from ops with a
+/// backward. `min(x, 0)` is written `(x − |x|)/2` so that its kink at 0 and the tail's cancel
+/// for any subgradient candle picks for `|x|` at 0 (with `relu` the gradient at 0 came out 1.5,
+/// not 0.5: the step-0 DPO gradient).
 pub fn log_sigmoid(x: &Tensor) -> Result<Tensor> {
-    let min0 = x.neg()?.relu()?.neg()?;
-    let tail = (x.abs()?.neg()?.exp()? + 1.0)?.log()?;
+    let ax = x.abs()?;
+    let min0 = ((x - &ax)? * 0.5)?;
+    let tail = (ax.neg()?.exp()? + 1.0)?.log()?;
     min0 - tail
 }
 

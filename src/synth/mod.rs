@@ -423,6 +423,15 @@ fn file_type(dtype: GgmlDType) -> usize {
 }
 
 /// FNV-1a of a tensor name: decorrelates the per-tensor streams.
+/// `n` values uniform in `[-scale/2, scale/2)`, fixed forever for a seed: the deterministic
+/// inputs that tests feed to ops (weights, activations, gradient probes).
+pub fn uniform_values(n: usize, seed: u64, scale: f32) -> Vec<f32> {
+    let mut r = SplitMix64::new(seed);
+    (0..n)
+        .map(|_| ((r.uniform() - 0.5) as f32) * scale)
+        .collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -1,0 +1,401 @@
+//! `dpo-lora run` as a user runs it: bad recipes and data give one-line errors with exit code 2
+//! and leave nothing half-written; Ctrl-C checkpoints and --resume finishes; a NaN stops the run
+//! and keeps the last good checkpoint.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+fn repo() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+fn bin() -> Command {
+    Command::new(env!("CARGO_BIN_EXE_dpo-lora"))
+}
+
+struct Setup {
+    dir: tempfile::TempDir,
+    model: PathBuf,
+}
+
+fn setup() -> Setup {
+    let dir = tempfile::tempdir().unwrap();
+    let model = dir.path().join("tiny.gguf");
+    let o = bin()
+        .args(["synth", "--arch", "llama", "--out", model.to_str().unwrap()])
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    Setup { dir, model }
+}
+
+impl Setup {
+    fn out(&self) -> PathBuf {
+        self.dir.path().join("out")
+    }
+
+    fn run(&self, recipe: &Path, sets: &[String]) -> Output {
+        let mut c = bin();
+        c.arg("run").arg(recipe).arg("--quiet");
+        c.args(["--set", &format!("model.path={}", self.model.display())]);
+        c.args([
+            "--set",
+            &format!(
+                "data.train={}",
+                repo().join("recipes/data/tiny-train.jsonl").display()
+            ),
+        ]);
+        c.args([
+            "--set",
+            &format!(
+                "data.eval={}",
+                repo().join("recipes/data/tiny-eval.jsonl").display()
+            ),
+        ]);
+        for s in sets {
+            c.args(["--set", s]);
+        }
+        if !sets.iter().any(|s| s.starts_with("output.dir=")) {
+            c.args(["--set", &format!("output.dir={}", self.out().display())]);
+        }
+        c.output().unwrap()
+    }
+
+    fn write(&self, name: &str, text: &str) -> PathBuf {
+        let p = self.dir.path().join(name);
+        std::fs::write(&p, text).unwrap();
+        p
+    }
+}
+
+fn tiny_recipe() -> PathBuf {
+    repo().join("recipes/tiny.yaml")
+}
+
+/// The error line (the resolved recipe is printed before it on success paths only).
+fn assert_user_error(o: &Output, needles: &[&str]) {
+    let e = String::from_utf8_lossy(&o.stderr).to_string();
+    assert_eq!(o.status.code(), Some(2), "exit code; stderr: {e}");
+    assert!(!e.contains("panicked"), "{e}");
+    let last = e
+        .lines()
+        .filter(|l| l.starts_with("error: "))
+        .collect::<Vec<_>>();
+    assert_eq!(last.len(), 1, "one error line expected: {e}");
+    for n in needles {
+        assert!(last[0].contains(n), "`{n}` not in: {}", last[0]);
+    }
+}
+
+#[test]
+fn recipe_typo_names_the_line_and_key() {
+    let s = setup();
+    let text = std::fs::read_to_string(tiny_recipe())
+        .unwrap()
+        .replace("  grad_accum: 1", "  grad_acum: 1");
+    let r = s.write("typo.yaml", &text);
+    assert_user_error(
+        &s.run(&r, &[]),
+        &["typo.yaml:", "train.grad_acum", "unknown field"],
+    );
+    assert!(!s.out().exists(), "nothing may be written for a bad recipe");
+}
+
+#[test]
+fn recipe_wrong_type_names_the_line_and_key() {
+    let s = setup();
+    let text = std::fs::read_to_string(tiny_recipe())
+        .unwrap()
+        .replace("  rank: 4", "  rank: four");
+    let r = s.write("type.yaml", &text);
+    let o = s.run(&r, &[]);
+    let line = text.lines().position(|l| l.contains("rank: four")).unwrap() + 1;
+    assert_user_error(&o, &[&format!("type.yaml:{line}: lora.rank")]);
+    assert_user_error(
+        &s.run(&tiny_recipe(), &["train.lr=fast".into()]),
+        &["--set train.lr=fast"],
+    );
+}
+
+#[test]
+fn missing_data_file() {
+    let s = setup();
+    let o = s.run(
+        &tiny_recipe(),
+        &["data.train=/nonexistent/prefs.jsonl".into()],
+    );
+    assert_user_error(
+        &o,
+        &["data.train", "/nonexistent/prefs.jsonl", "cannot read"],
+    );
+    assert!(!s.out().join("metrics.jsonl").exists());
+}
+
+#[test]
+fn empty_data_set() {
+    let s = setup();
+    let p = s.write("empty.jsonl", "\n\n");
+    assert_user_error(
+        &s.run(&tiny_recipe(), &[format!("data.train={}", p.display())]),
+        &["empty.jsonl", "no records"],
+    );
+}
+
+#[test]
+fn every_pair_too_long() {
+    let s = setup();
+    let o = s.run(&tiny_recipe(), &["data.max_length=4".into()]);
+    assert_user_error(
+        &o,
+        &[
+            "tiny-train.jsonl",
+            "all 12 pairs are too long",
+            "data.max_length",
+        ],
+    );
+    assert!(!s.out().join("adapter").exists());
+}
+
+#[test]
+fn output_folder_not_writable() {
+    let s = setup();
+    let file = s.write("a-file", "x");
+    let o = s.run(
+        &tiny_recipe(),
+        &[format!("output.dir={}/run", file.display())],
+    );
+    assert_user_error(&o, &["output.dir", "a-file/run", "writable"]);
+}
+
+#[test]
+fn an_existing_run_needs_resume() {
+    let s = setup();
+    assert!(s
+        .run(&tiny_recipe(), &["train.max_steps=2".into()])
+        .status
+        .success());
+    let before = std::fs::read(s.out().join("adapter/adapter_model.safetensors")).unwrap();
+    assert_user_error(
+        &s.run(&tiny_recipe(), &["train.max_steps=2".into()]),
+        &["already holds a run", "--resume"],
+    );
+    assert_eq!(
+        std::fs::read(s.out().join("adapter/adapter_model.safetensors")).unwrap(),
+        before,
+        "the good adapter must survive"
+    );
+}
+
+#[test]
+fn a_run_writes_the_peft_adapter_metrics_recipe_and_plot() {
+    let s = setup();
+    let o = s.run(&tiny_recipe(), &["train.max_steps=3".into()]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let out = s.out();
+    for f in [
+        "adapter/adapter_config.json",
+        "adapter/adapter_model.safetensors",
+        "metrics.jsonl",
+        "recipe.yaml",
+        "plot.png",
+    ] {
+        assert!(out.join(f).is_file(), "{f} missing");
+    }
+    let cfg: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(out.join("adapter/adapter_config.json")).unwrap(),
+    )
+    .unwrap();
+    assert_eq!(
+        (
+            cfg["peft_type"].as_str(),
+            cfg["r"].as_u64(),
+            cfg["lora_alpha"].as_f64()
+        ),
+        (Some("LORA"), Some(4), Some(8.0))
+    );
+    // the saved recipe is the resolved one and runs again as is
+    let saved = std::fs::read_to_string(out.join("recipe.yaml")).unwrap();
+    assert!(saved.contains("max_steps: 3"), "{saved}");
+    // score and generate take the adapter
+    let data = repo().join("recipes/data/tiny-eval.jsonl");
+    let base = bin()
+        .args([
+            "score",
+            "--model",
+            s.model.to_str().unwrap(),
+            "--data",
+            data.to_str().unwrap(),
+        ])
+        .output()
+        .unwrap();
+    let tuned = bin()
+        .args([
+            "score",
+            "--model",
+            s.model.to_str().unwrap(),
+            "--adapter",
+            out.join("adapter").to_str().unwrap(),
+            "--data",
+            data.to_str().unwrap(),
+        ])
+        .output()
+        .unwrap();
+    assert!(base.status.success() && tuned.status.success());
+    assert_ne!(base.stdout, tuned.stdout);
+    let g = bin()
+        .args([
+            "generate",
+            "--model",
+            s.model.to_str().unwrap(),
+            "--adapter",
+            out.join("adapter").to_str().unwrap(),
+            "--max-tokens",
+            "4",
+            "Is it?",
+        ])
+        .output()
+        .unwrap();
+    assert!(g.status.success(), "{}", String::from_utf8_lossy(&g.stderr));
+}
+
+#[test]
+fn ctrl_c_checkpoints_and_resume_finishes() {
+    let s = setup();
+    let mut c = bin();
+    c.arg("run").arg(tiny_recipe()).arg("--quiet");
+    for set in [
+        format!("model.path={}", s.model.display()),
+        format!(
+            "data.train={}",
+            repo().join("recipes/data/tiny-train.jsonl").display()
+        ),
+        "data.eval=null".into(),
+        format!("output.dir={}", s.out().display()),
+        "train.max_steps=100000".into(),
+        "train.save_every=null".into(),
+        "train.eval_every=null".into(),
+    ] {
+        c.args(["--set", &set]);
+    }
+    let mut child = c.stderr(std::process::Stdio::piped()).spawn().unwrap();
+    let metrics = s.out().join("metrics.jsonl");
+    let t0 = std::time::Instant::now();
+    while std::fs::read_to_string(&metrics)
+        .map(|t| t.lines().count())
+        .unwrap_or(0)
+        < 3
+    {
+        assert!(t0.elapsed().as_secs() < 120, "training did not start");
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    let k = Command::new("kill")
+        .args(["-INT", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(k.success());
+    let o = child.wait_with_output().unwrap();
+    let e = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(o.status.code(), Some(130), "{e}");
+    assert!(
+        e.contains("interrupted after step") && e.contains("--resume"),
+        "{e}"
+    );
+    let ck = std::fs::read_dir(s.out().join("checkpoints"))
+        .unwrap()
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .collect::<Vec<_>>();
+    assert_eq!(ck.len(), 1, "{ck:?}");
+    let step: usize = ck[0].trim_start_matches("step-").parse().unwrap();
+    // without --resume the folder is refused
+    assert_eq!(
+        s.run(&tiny_recipe(), &["data.eval=null".into()])
+            .status
+            .code(),
+        Some(2)
+    );
+    let mut c = bin();
+    c.arg("run")
+        .arg(tiny_recipe())
+        .args(["--quiet", "--resume"]);
+    for set in [
+        format!("model.path={}", s.model.display()),
+        format!(
+            "data.train={}",
+            repo().join("recipes/data/tiny-train.jsonl").display()
+        ),
+        "data.eval=null".into(),
+        format!("output.dir={}", s.out().display()),
+        "train.max_steps=100000".into(),
+        "train.save_every=null".into(),
+        "train.eval_every=null".into(),
+    ] {
+        c.args(["--set", &set]);
+    }
+    // The same recipe resumed continues from the checkpoint; stop it again a few steps later.
+    let mut child = c.stderr(std::process::Stdio::piped()).spawn().unwrap();
+    let t0 = std::time::Instant::now();
+    while std::fs::read_to_string(&metrics)
+        .map(|t| t.lines().count())
+        .unwrap_or(0)
+        < step + 2
+    {
+        assert!(t0.elapsed().as_secs() < 120, "resume did not continue");
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    Command::new("kill")
+        .args(["-INT", &child.id().to_string()])
+        .status()
+        .unwrap();
+    let o = child.wait_with_output().unwrap();
+    let e = String::from_utf8_lossy(&o.stderr);
+    assert!(
+        e.contains("resuming from") && e.contains(&format!("(step {step})")),
+        "{e}"
+    );
+    let lines: Vec<serde_json::Value> = std::fs::read_to_string(&metrics)
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    let steps: Vec<u64> = lines.iter().map(|v| v["step"].as_u64().unwrap()).collect();
+    assert!(
+        steps.windows(2).all(|w| w[1] == w[0] + 1),
+        "steps continue without gaps or repeats: {steps:?}"
+    );
+}
+
+#[test]
+fn a_nan_loss_stops_the_run_and_keeps_the_last_good_checkpoint() {
+    let s = setup();
+    let o = s.run(
+        &tiny_recipe(),
+        &[
+            "train.lr=1e30".into(),
+            "train.max_grad_norm=null".into(),
+            "train.save_every=1".into(),
+            "train.warmup_steps=0".into(),
+            "train.max_steps=20".into(),
+        ],
+    );
+    let e = String::from_utf8_lossy(&o.stderr).to_string();
+    assert_user_error(&o, &["the loss is", "last good checkpoint", "train.lr"]);
+    let ck = s.out().join("checkpoints");
+    let dirs: Vec<String> = std::fs::read_dir(&ck)
+        .unwrap()
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .collect();
+    assert!(
+        !dirs.is_empty() && dirs.iter().all(|d| d.starts_with("step-")),
+        "{dirs:?} {e}"
+    );
+    for d in dirs {
+        let t = candle_core::safetensors::load(
+            ck.join(&d).join("adapter/adapter_model.safetensors"),
+            &candle_core::Device::Cpu,
+        )
+        .unwrap();
+        assert!(!t.is_empty());
+    }
+}
