@@ -29,11 +29,13 @@ echo "trained in $(( $(date +%s) - start )) s"
 
 echo "== after: the trained policy on the held-out pairs"
 "$bin" score --model "$model" --adapter "$out/adapter" --data "$eval_data" 2>/dev/null | share
-python3 -c '
+python3 - "$out/metrics.jsonl" <<'PY'
 import json, sys
-ev = [json.loads(l) for l in open(sys.argv[1]) if "\"eval\"" in l]
+ev = [json.loads(l) for l in open(sys.argv[1]) if '"eval"' in l]
 for e in (ev[0], ev[-1]):
-    print(f"eval @ step {e[\"step\"]}: loss {e[\"loss\"]:.4f}  rewards/accuracies {e[\"rewards/accuracies\"]:.3f}  rewards/margins {e[\"rewards/margins\"]:.2f}")' "$out/metrics.jsonl"
+    step, loss, acc, mar = e["step"], e["loss"], e["rewards/accuracies"], e["rewards/margins"]
+    print(f"eval @ step {step}: loss {loss:.4f}  rewards/accuracies {acc:.3f}  rewards/margins {mar:.2f}")
+PY
 
 for q in "How many minutes are in a day?" "What is the boiling point of water in Fahrenheit?" "What does a thermometer measure?"; do
   echo
