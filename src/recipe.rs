@@ -369,7 +369,7 @@ impl Recipe {
     fn validate(&self) -> Result<(), (String, String)> {
         let bad = |k: &str, m: String| Err((k.to_string(), m));
         let (t, d, l, s) = (&self.train, &self.data, &self.lora, &self.loss);
-        if !(t.lr > 0.0 && t.lr.is_finite()) {
+        if !positive(t.lr) {
             return bad(
                 "train.lr",
                 format!("must be a positive number, got {}", t.lr),
@@ -387,7 +387,7 @@ impl Recipe {
                 "is missing: give train.max_steps and/or train.epochs".into(),
             );
         }
-        if t.max_steps == Some(0) || t.epochs.is_some_and(|e| !(e > 0.0)) {
+        if t.max_steps == Some(0) || t.epochs.is_some_and(|e| !positive(e)) {
             return bad(
                 "train.max_steps",
                 "and train.epochs must be positive".into(),
@@ -399,7 +399,7 @@ impl Recipe {
                 format!("must be in [0, 1), got {}", t.weight_decay),
             );
         }
-        if t.max_grad_norm.is_some_and(|c| !(c > 0.0)) {
+        if t.max_grad_norm.is_some_and(|c| !positive(c)) {
             return bad(
                 "train.max_grad_norm",
                 "must be positive (or null for no clipping)".into(),
@@ -434,7 +434,7 @@ impl Recipe {
         if l.rank == 0 {
             return bad("lora.rank", "must be at least 1".into());
         }
-        if !(l.alpha > 0.0) {
+        if !positive(l.alpha) {
             return bad("lora.alpha", format!("must be positive, got {}", l.alpha));
         }
         if !(0.0..1.0).contains(&l.dropout) {
@@ -446,7 +446,7 @@ impl Recipe {
         if l.target_modules.is_empty() {
             return bad("lora.target_modules", "is empty: name at least one of q_proj, k_proj, v_proj, o_proj, gate_proj, up_proj, down_proj".into());
         }
-        if !(s.beta > 0.0 && s.beta.is_finite()) {
+        if !positive(s.beta) {
             return bad("loss.beta", format!("must be positive, got {}", s.beta));
         }
         if !(0.0..0.5).contains(&s.label_smoothing) {
@@ -455,7 +455,7 @@ impl Recipe {
                 format!("must be in [0, 0.5), got {}", s.label_smoothing),
             );
         }
-        if s.rpo_alpha.is_some_and(|a| !(a >= 0.0)) {
+        if s.rpo_alpha.is_some_and(|a| !(positive(a) || a == 0.0)) {
             return bad("loss.rpo_alpha", "must be >= 0".into());
         }
         if !s.kind.uses_reference() && self.reference.mode == ReferenceMode::Precomputed {
@@ -475,6 +475,11 @@ impl Recipe {
         serde_saphyr::to_string(self)
             .unwrap_or_else(|e| format!("# could not render the recipe: {e}\n"))
     }
+}
+
+/// A finite number above zero (NaN is not).
+fn positive(x: f64) -> bool {
+    x.is_finite() && x > 0.0
 }
 
 /// The dotted key path of the mapping key on 1-based `line` (`train.batch_size`), from indentation.

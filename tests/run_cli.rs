@@ -277,7 +277,7 @@ fn ctrl_c_checkpoints_and_resume_finishes() {
     ] {
         c.args(["--set", &set]);
     }
-    let mut child = c.stderr(std::process::Stdio::piped()).spawn().unwrap();
+    let child = c.stderr(std::process::Stdio::piped()).spawn().unwrap();
     let metrics = s.out().join("metrics.jsonl");
     let t0 = std::time::Instant::now();
     while std::fs::read_to_string(&metrics)
@@ -333,7 +333,7 @@ fn ctrl_c_checkpoints_and_resume_finishes() {
         c.args(["--set", &set]);
     }
     // The same recipe resumed continues from the checkpoint; stop it again a few steps later.
-    let mut child = c.stderr(std::process::Stdio::piped()).spawn().unwrap();
+    let child = c.stderr(std::process::Stdio::piped()).spawn().unwrap();
     let t0 = std::time::Instant::now();
     while std::fs::read_to_string(&metrics)
         .map(|t| t.lines().count())

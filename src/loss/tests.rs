@@ -9,6 +9,7 @@ fn t(v: &[f32]) -> Tensor {
     Tensor::new(v, &Device::Cpu).unwrap()
 }
 
+#[allow(clippy::too_many_arguments)]
 fn run(
     loss: PreferenceLoss,
     pc: &[f32],

@@ -148,7 +148,7 @@ mod tests {
             .unwrap();
         let q = Var::from_tensor(&p.as_tensor().copy().unwrap()).unwrap();
         let g = (p.as_tensor() * 2.0).unwrap();
-        opt.step(&[&p], &[g.clone()], 0.01).unwrap();
+        opt.step(&[&p], std::slice::from_ref(&g), 0.01).unwrap();
         opt2.step(&[&q], &[g], 0.01).unwrap();
         assert_eq!(
             p.as_tensor().to_vec1::<f32>().unwrap(),

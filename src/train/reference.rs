@@ -14,6 +14,9 @@ use sha2::{Digest, Sha256};
 use crate::data::batch::{Limits, TrainPair};
 use crate::model::{Adapters, Lora, Model, Scored};
 
+/// Reference `(chosen, rejected)` sums, one per pair.
+pub type PairValues = Vec<(f32, f32)>;
+
 /// Where the reference values of a batch come from.
 pub enum Reference {
     /// Computed at each step; `Some(frozen)` when the run started from an adapter.
@@ -120,7 +123,7 @@ pub fn load_cached(
     key: &str,
     n_train: usize,
     n_eval: usize,
-) -> Option<(Vec<(f32, f32)>, Vec<(f32, f32)>)> {
+) -> Option<(PairValues, PairValues)> {
     let text = std::fs::read_to_string(dir.join(format!("{key}.json"))).ok()?;
     let c: CacheFile = serde_json::from_str(&text).ok()?;
     (c.key == key && c.train.len() == n_train && c.eval.len() == n_eval)
