@@ -258,9 +258,8 @@ fn a_run_writes_the_peft_adapter_metrics_recipe_and_plot() {
     assert!(g.status.success(), "{}", String::from_utf8_lossy(&g.stderr));
 }
 
-#[test]
-fn ctrl_c_checkpoints_and_resume_finishes() {
-    let s = setup();
+/// A run of the tiny recipe long enough to be interrupted, with no periodic checkpoints.
+fn long_run(s: &Setup) -> Command {
     let mut c = bin();
     c.arg("run").arg(tiny_recipe()).arg("--quiet");
     for set in [
@@ -277,6 +276,13 @@ fn ctrl_c_checkpoints_and_resume_finishes() {
     ] {
         c.args(["--set", &set]);
     }
+    c
+}
+
+#[test]
+fn ctrl_c_checkpoints_and_resume_finishes() {
+    let s = setup();
+    let mut c = long_run(&s);
     let child = c.stderr(std::process::Stdio::piped()).spawn().unwrap();
     let metrics = s.out().join("metrics.jsonl");
     let t0 = std::time::Instant::now();
@@ -314,24 +320,8 @@ fn ctrl_c_checkpoints_and_resume_finishes() {
             .code(),
         Some(2)
     );
-    let mut c = bin();
-    c.arg("run")
-        .arg(tiny_recipe())
-        .args(["--quiet", "--resume"]);
-    for set in [
-        format!("model.path={}", s.model.display()),
-        format!(
-            "data.train={}",
-            repo().join("recipes/data/tiny-train.jsonl").display()
-        ),
-        "data.eval=null".into(),
-        format!("output.dir={}", s.out().display()),
-        "train.max_steps=100000".into(),
-        "train.save_every=null".into(),
-        "train.eval_every=null".into(),
-    ] {
-        c.args(["--set", &set]);
-    }
+    let mut c = long_run(&s);
+    c.arg("--resume");
     // The same recipe resumed continues from the checkpoint; stop it again a few steps later.
     let child = c.stderr(std::process::Stdio::piped()).spawn().unwrap();
     let t0 = std::time::Instant::now();
