@@ -257,6 +257,31 @@ mod tests {
     }
 
     #[test]
+    fn eval_fraction_splits_deterministically_without_overlap() {
+        let pairs: Vec<TrainPair> = (0..20)
+            .map(|i| TrainPair {
+                index: i,
+                chosen: side(&[1], &[2]),
+                rejected: side(&[1], &[3]),
+            })
+            .collect();
+        let set = PairSet {
+            pairs,
+            dropped: 1,
+            truncated: 0,
+        };
+        let (t, e) = split_eval(set.clone(), 0.25, 5);
+        assert_eq!((t.pairs.len(), e.pairs.len()), (15, 5));
+        let mut all: Vec<usize> = t.pairs.iter().chain(&e.pairs).map(|p| p.index).collect();
+        all.sort();
+        assert_eq!(all, (0..20).collect::<Vec<_>>());
+        let (_, e2) = split_eval(set.clone(), 0.25, 5);
+        assert_eq!(e.pairs, e2.pairs);
+        let (_, e3) = split_eval(set, 0.25, 6);
+        assert_ne!(e.pairs, e3.pairs, "the seed chooses the held-out pairs");
+    }
+
+    #[test]
     fn order_is_a_permutation_per_epoch_and_resumable() {
         let o = Order::new(5, 9);
         let all = o.take(0, 10);

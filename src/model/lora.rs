@@ -221,3 +221,45 @@ fn dropout(x: &Tensor, p: f64, mut rng: SplitMix64) -> Result<Tensor> {
         .collect();
     x.mul(&Tensor::from_vec(mask, x.shape(), x.device())?)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn scale_is_alpha_over_rank_or_its_square_root_and_b_starts_at_zero() {
+        let mut c = LoraConfig {
+            rank: 16,
+            alpha: 32.0,
+            dropout: 0.0,
+            targets: vec![Target::QProj],
+            use_rslora: false,
+        };
+        assert_eq!(c.scale(), 2.0);
+        c.use_rslora = true;
+        assert_eq!(c.scale(), 8.0);
+        let l = Lora::init(c, 2, |_, _| (64, 32), 1, &Device::Cpu).unwrap();
+        let q = l.get(1, Target::QProj).unwrap();
+        assert_eq!(q.a.dims(), [16, 64]);
+        assert_eq!(q.b.dims(), [32, 16]);
+        assert_eq!(
+            q.b.as_tensor()
+                .abs()
+                .unwrap()
+                .sum_all()
+                .unwrap()
+                .to_scalar::<f32>()
+                .unwrap(),
+            0.0
+        );
+        let a =
+            q.a.as_tensor()
+                .flatten_all()
+                .unwrap()
+                .to_vec1::<f32>()
+                .unwrap();
+        let bound = 1.0 / 8.0; // 1/sqrt(in = 64): PEFT's kaiming_uniform_(a = sqrt(5))
+        assert!(a.iter().all(|x| x.abs() <= bound) && a.iter().any(|x| x.abs() > 0.9 * bound));
+        assert!(l.get(0, Target::KProj).is_none());
+    }
+}
