@@ -28,7 +28,7 @@ use indicatif::{ProgressBar, ProgressStyle};
 use crate::data::batch::{load_pairs, split_eval, Limits, Order, PairSet, TrainPair};
 use crate::loss::{LossInputs, LossOutput, PairMetrics, PreferenceLoss};
 use crate::model::peft::{self, BaseInfo};
-use crate::model::{Adapters, Lora, LoraConfig, Scored};
+use crate::model::{Adapters, Lora, LoraConfig};
 use crate::recipe::{Recipe, ReferenceMode};
 use crate::rng::SplitMix64;
 use crate::session::Loaded;
@@ -97,17 +97,7 @@ impl Ctx<'_> {
         let model = &self.loaded.model;
         let dev = model.device();
         let b = pairs.len();
-        let mut seqs: Vec<Scored> = pairs
-            .iter()
-            .map(|p| Scored {
-                ids: &p.chosen.ids,
-                score_from: p.chosen.prompt_len,
-            })
-            .collect();
-        seqs.extend(pairs.iter().map(|p| Scored {
-            ids: &p.rejected.ids,
-            score_from: p.rejected.prompt_len,
-        }));
+        let seqs = reference::pair_sequences(pairs);
         let tokens: usize = seqs.iter().map(|s| s.ids.len()).sum();
         let sums = model.sequence_logps(&seqs, policy)?.sums;
         let (pc, pr) = (sums.narrow(0, 0, b)?, sums.narrow(0, b, b)?);

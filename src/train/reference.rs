@@ -40,23 +40,26 @@ pub fn compute(
         Some(l) => Adapters::On(l),
         None => Adapters::Off,
     };
-    let mut seqs: Vec<Scored> = pairs
-        .iter()
-        .map(|p| Scored {
-            ids: &p.chosen.ids,
-            score_from: p.chosen.prompt_len,
-        })
-        .collect();
-    seqs.extend(pairs.iter().map(|p| Scored {
-        ids: &p.rejected.ids,
-        score_from: p.rejected.prompt_len,
-    }));
+    let seqs = pair_sequences(pairs);
     let sums = model
         .sequence_logps(&seqs, adapters)?
         .sums
         .to_vec1::<f32>()?;
     let n = pairs.len();
     Ok((0..n).map(|i| (sums[i], sums[n + i])).collect())
+}
+
+/// The sequences of a micro-batch in forward order: every chosen side, then every rejected side.
+pub fn pair_sequences<'a>(pairs: &[&'a TrainPair]) -> Vec<Scored<'a>> {
+    let side = |s: &'a crate::data::EncodedSide| Scored {
+        ids: &s.ids,
+        score_from: s.prompt_len,
+    };
+    pairs
+        .iter()
+        .map(|p| side(&p.chosen))
+        .chain(pairs.iter().map(|p| side(&p.rejected)))
+        .collect()
 }
 
 /// SHA-256 of a file, streamed.
