@@ -11,11 +11,13 @@
 //! - [`data`]: JSONL preference records (TRL's formats) and their tokenization contract.
 //! - [`model`]: the frozen quantized base, LoRA adapters, the differentiable forward, log-probs.
 //! - [`source`]: a model named by local path or Hugging Face Hub file.
+//! - [`export`]: PEFT, merged Hugging Face and GGUF folders, llama.cpp LoRA, Hub upload.
 //! - [`synth`]: tiny random GGUF models of every architecture, for tests and the tiny recipe.
 //! - [`cli`], [`cmd`]: the `dpo-lora` command line.
 pub mod cli;
 pub mod cmd;
 pub mod data;
+pub mod export;
 pub mod gguf;
 pub mod loss;
 pub mod model;

@@ -1,0 +1,1 @@
+//! Push an export folder to the Hugging Face Hub (placeholder; being written).

@@ -1,0 +1,1 @@
+//! tokenizer.json and friends from GGUF metadata (placeholder; being written).
