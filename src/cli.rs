@@ -29,6 +29,45 @@ pub enum Command {
     Inspect(InspectArgs),
     /// Write a tiny random GGUF model (for tests and the tiny recipe).
     Synth(SynthArgs),
+    /// Export an adapter as PEFT, a merged Hugging Face folder, a merged GGUF or a llama.cpp LoRA.
+    Export(ExportArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct ExportArgs {
+    /// A training run folder: its recipe.yaml names the base, its adapter/ is exported.
+    #[arg(long, conflicts_with_all = ["model", "adapter"], required_unless_present = "model")]
+    pub run: Option<PathBuf>,
+    /// The base model (a .gguf file or hf:OWNER/REPO/FILE.gguf), with --adapter.
+    #[arg(long, short = 'm')]
+    pub model: Option<String>,
+    /// A PEFT adapter folder trained on --model.
+    #[arg(long)]
+    pub adapter: Option<PathBuf>,
+    #[arg(long, value_enum)]
+    pub format: crate::export::Format,
+    /// The folder to write (must not exist unless --force).
+    #[arg(long)]
+    pub out: PathBuf,
+    /// Tensor type of the hf export.
+    #[arg(long, value_enum, default_value = "bf16")]
+    pub dtype: crate::export::HfDtype,
+    /// Types of the gguf export: base (each merged tensor back to its own type), or one of
+    /// f32, f16, bf16, q8_0, q4_0, q4_1, q5_0, q5_1, q2_k, q3_k, q4_k, q5_k, q6_k for every matrix.
+    #[arg(long, default_value = "base")]
+    pub quant: crate::export::QuantChoice,
+    /// hf only: write the base without the adapter (what PEFT applies the adapter to).
+    #[arg(long)]
+    pub base_only: bool,
+    /// Replace an existing --out (the old one stays until the new one is complete).
+    #[arg(long)]
+    pub force: bool,
+    /// Upload the export folder to this Hub repository (token from HF_TOKEN or the token file).
+    #[arg(long, value_name = "OWNER/NAME")]
+    pub push_to_hub: Option<String>,
+    /// Create the Hub repository as private.
+    #[arg(long, requires = "push_to_hub")]
+    pub private: bool,
 }
 
 #[derive(Debug, Args)]

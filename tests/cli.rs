@@ -4,35 +4,11 @@
 mod common;
 
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
 
 use candle_core::quantized::gguf_file::{self, Value};
 use candle_core::Device;
 
-fn bin() -> Command {
-    Command::new(env!("CARGO_BIN_EXE_dpo-lora"))
-}
-
-fn run(args: &[&str]) -> Output {
-    bin().args(args).output().expect("run dpo-lora")
-}
-
-fn stderr(o: &Output) -> String {
-    String::from_utf8_lossy(&o.stderr).to_string()
-}
-
-/// Exit code 2, one line on stderr starting with `error:` and containing every `needle`, no panic.
-fn assert_user_error(o: &Output, needles: &[&str]) {
-    let e = stderr(o);
-    assert_eq!(o.status.code(), Some(2), "exit code; stderr: {e}");
-    assert!(!e.contains("panicked"), "panic: {e}");
-    let lines: Vec<&str> = e.lines().filter(|l| !l.trim().is_empty()).collect();
-    assert_eq!(lines.len(), 1, "expected one line, got: {e}");
-    assert!(lines[0].starts_with("error: "), "{e}");
-    for n in needles {
-        assert!(lines[0].contains(n), "`{n}` not in: {e}");
-    }
-}
+use common::{assert_user_error, bin, run, stderr};
 
 fn tiny(arch: &str) -> PathBuf {
     common::fixtures().join(format!("tiny/{arch}/tiny-{arch}-f32.gguf"))

@@ -1,5 +1,6 @@
 //! One function per subcommand: validated arguments in, output on stdout, progress on stderr.
 
+mod export;
 mod generate;
 mod inspect;
 mod run;
@@ -22,6 +23,7 @@ pub fn run(cli: Cli) -> Result<()> {
         Command::Generate(a) => generate::run(a),
         Command::Inspect(a) => inspect::run(a),
         Command::Synth(a) => synth::run(a),
+        Command::Export(a) => export::run(a),
     }
 }
 

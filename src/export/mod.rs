@@ -9,7 +9,201 @@
 //! any export folder ──► hub (create repo, LFS upload, commit)
 //! ```
 //!
-//! Every export is written into a hidden temporary sibling of `--out` and renamed into place.
+//! Every export is written into a hidden temporary sibling of `--out` ([`Staging`]) and renamed
+//! into place at the end: a failed export never leaves a half-written folder where a good one was.
+//! Inside, dpo-lora's tensors are in Hugging Face's layout (see `model`); the GGUF writers put
+//! llama's Q/K rows back into llama.cpp's order, the Hugging Face writer undoes gemma's norm shift.
 
+pub mod card;
+pub mod gguf;
+pub mod gguf_lora;
+pub mod hf;
 pub mod hub;
+pub mod merge;
+pub mod names;
+pub mod quant;
 pub mod tokenizer_files;
+
+use std::path::{Path, PathBuf};
+
+use anyhow::{bail, Context, Result};
+use serde::{Deserialize, Serialize};
+
+use crate::model::Lora;
+use crate::session::Loaded;
+pub use card::Provenance;
+pub use quant::{HfDtype, QuantChoice};
+
+/// What to export.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "kebab-case")]
+pub enum Format {
+    /// PEFT adapter folder (adapter_config.json + adapter_model.safetensors).
+    Peft,
+    /// Merged model in the transformers layout.
+    Hf,
+    /// Merged GGUF for llama.cpp, Ollama, LM Studio.
+    Gguf,
+    /// The adapter as a llama.cpp LoRA GGUF (`--lora`).
+    GgufLora,
+}
+
+impl Format {
+    pub fn name(self) -> &'static str {
+        match self {
+            Format::Peft => "peft",
+            Format::Hf => "hf",
+            Format::Gguf => "gguf",
+            Format::GgufLora => "gguf-lora",
+        }
+    }
+
+    /// Whether the format carries the adapter itself (and so cannot be made without one).
+    fn needs_adapter(self, base_only: bool) -> bool {
+        match self {
+            Format::Peft | Format::GgufLora => true,
+            Format::Hf => !base_only,
+            Format::Gguf => true,
+        }
+    }
+}
+
+/// How to export.
+#[derive(Debug, Clone)]
+pub struct Options {
+    pub format: Format,
+    /// Tensor type of the `hf` export.
+    pub dtype: HfDtype,
+    /// Tensor types of the `gguf` export.
+    pub quant: QuantChoice,
+    /// `hf` only: write the base without the adapter (what PEFT applies an adapter to).
+    pub base_only: bool,
+    /// Replace an existing `--out` (atomically, once the new one is complete).
+    pub force: bool,
+}
+
+/// What an export wrote and what it measured.
+#[derive(Debug, Default)]
+pub struct Report {
+    pub files: Vec<(String, u64)>,
+    /// Lines for the log (and the model card): conversions made, re-quantization cost.
+    pub notes: Vec<String>,
+}
+
+/// Export `base` (+ `lora`) as `opts.format` into `out`.
+pub fn export(
+    base: &Loaded,
+    lora: Option<&Lora>,
+    prov: &Provenance,
+    opts: &Options,
+    out: &Path,
+) -> Result<Report> {
+    if opts.base_only && opts.format != Format::Hf {
+        bail!("--base-only applies to --format hf only");
+    }
+    if opts.format.needs_adapter(opts.base_only) && lora.is_none() {
+        bail!(
+            "--format {} needs an adapter: give --run DIR or --adapter DIR (or --base-only for hf)",
+            opts.format.name()
+        );
+    }
+    let lora = if opts.base_only { None } else { lora };
+    let staging = Staging::new(out, opts.force)?;
+    let mut report = Report::default();
+    match opts.format {
+        Format::Peft => {
+            let lora = lora.context("no adapter")?;
+            crate::model::peft::write_files(
+                lora,
+                staging.dir(),
+                &crate::model::peft::BaseInfo::of(&base.model, Some(&base.path)),
+                Some(&card::base_model_id(base)),
+            )?;
+        }
+        Format::Hf => hf::write(base, lora, opts.dtype, staging.dir(), &mut report)?,
+        Format::Gguf => gguf::write(
+            base,
+            lora.context("no adapter")?,
+            opts.quant,
+            staging.dir(),
+            &mut report,
+        )?,
+        Format::GgufLora => {
+            gguf_lora::write(base, lora.context("no adapter")?, staging.dir(), &mut report)?
+        }
+    }
+    card::write(base, lora, prov, opts, &report, staging.dir())?;
+    report.files = list_files(staging.dir())?;
+    staging.commit()?;
+    Ok(report)
+}
+
+/// A hidden temporary folder beside `out`, renamed over it by [`Staging::commit`] and removed if
+/// dropped uncommitted (an error or a panic part-way leaves `out` as it was).
+pub struct Staging {
+    tmp: PathBuf,
+    out: PathBuf,
+    committed: bool,
+}
+
+impl Staging {
+    pub fn new(out: &Path, force: bool) -> Result<Self> {
+        if out.exists() && !force {
+            bail!(
+                "{}: already exists; choose another --out, or pass --force to replace it (the old one stays until the new one is complete)",
+                out.display()
+            );
+        }
+        let parent = out
+            .parent()
+            .filter(|p| !p.as_os_str().is_empty())
+            .unwrap_or(Path::new("."));
+        std::fs::create_dir_all(parent)
+            .with_context(|| format!("{}: cannot create the folder", parent.display()))?;
+        let name = out
+            .file_name()
+            .with_context(|| format!("{}: not a folder name", out.display()))?
+            .to_string_lossy()
+            .into_owned();
+        let tmp = parent.join(format!(".{name}.partial-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&tmp);
+        std::fs::create_dir(&tmp)
+            .with_context(|| format!("{}: cannot create the folder", tmp.display()))?;
+        Ok(Self {
+            tmp,
+            out: out.to_path_buf(),
+            committed: false,
+        })
+    }
+
+    pub fn dir(&self) -> &Path {
+        &self.tmp
+    }
+
+    pub fn commit(mut self) -> Result<()> {
+        crate::model::peft::replace_dir(&self.tmp, &self.out)
+            .with_context(|| format!("{}: cannot move the export into place", self.out.display()))?;
+        self.committed = true;
+        Ok(())
+    }
+}
+
+impl Drop for Staging {
+    fn drop(&mut self) {
+        if !self.committed {
+            let _ = std::fs::remove_dir_all(&self.tmp);
+        }
+    }
+}
+
+fn list_files(dir: &Path) -> Result<Vec<(String, u64)>> {
+    let mut files = Vec::new();
+    for e in std::fs::read_dir(dir)? {
+        let e = e?;
+        if e.file_type()?.is_file() {
+            files.push((e.file_name().to_string_lossy().into_owned(), e.metadata()?.len()));
+        }
+    }
+    files.sort();
+    Ok(files)
+}

@@ -109,49 +109,60 @@ pub fn save(
         .unwrap_or_else(|| "adapter".into());
     let tmp = parent.join(format!(".{name}.tmp-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&tmp);
-    let result = (|| -> Result<(), PeftError> {
-        std::fs::create_dir_all(&tmp)
-            .map_err(|e| ferr(format!("cannot create {}: {e}", tmp.display())))?;
-        let c = &lora.config;
-        let cfg = AdapterConfig {
-            peft_type: "LORA".into(),
-            task_type: Some("CAUSAL_LM".into()),
-            r: c.rank,
-            lora_alpha: c.alpha,
-            lora_dropout: c.dropout,
-            target_modules: c.targets.iter().map(|t| t.hf_name().to_string()).collect(),
-            use_rslora: c.use_rslora,
-            base_model_name_or_path: base_model_name.map(str::to_string),
-            bias: "none".into(),
-            fan_in_fan_out: false,
-            inference_mode: true,
-            use_dora: false,
-        };
-        let write = |file: &str, text: String| {
-            std::fs::write(tmp.join(file), text).map_err(|e| ferr(format!("{file}: {e}")))
-        };
-        write(
-            "adapter_config.json",
-            serde_json::to_string_pretty(&cfg).unwrap_or_default(),
-        )?;
-        write(
-            "dpo_lora.json",
-            serde_json::to_string_pretty(base).unwrap_or_default(),
-        )?;
-        let mut tensors: HashMap<String, Tensor> = HashMap::new();
-        for ((il, t), l) in &lora.layers {
-            tensors.insert(tensor_name(*il, *t, 'A'), l.a.as_tensor().clone());
-            tensors.insert(tensor_name(*il, *t, 'B'), l.b.as_tensor().clone());
-        }
-        candle_core::safetensors::save(&tensors, tmp.join("adapter_model.safetensors"))
-            .map_err(|e| ferr(format!("adapter_model.safetensors: {e}")))?;
-        Ok(())
-    })();
+    let result = std::fs::create_dir_all(&tmp)
+        .map_err(|e| ferr(format!("cannot create {}: {e}", tmp.display())))
+        .and_then(|()| write_files(lora, &tmp, base, base_model_name));
     if let Err(e) = result {
         let _ = std::fs::remove_dir_all(&tmp);
         return Err(e);
     }
     replace_dir(&tmp, dir).map_err(|e| ferr(format!("cannot move the new adapter into place: {e}")))
+}
+
+/// Write the PEFT files of `lora` into the existing folder `dir` (not atomic: see [`save`]).
+pub fn write_files(
+    lora: &Lora,
+    dir: &Path,
+    base: &BaseInfo,
+    base_model_name: Option<&str>,
+) -> Result<(), PeftError> {
+    let ferr = |msg: String| PeftError::File {
+        path: dir.to_path_buf(),
+        msg,
+    };
+    let c = &lora.config;
+    let cfg = AdapterConfig {
+        peft_type: "LORA".into(),
+        task_type: Some("CAUSAL_LM".into()),
+        r: c.rank,
+        lora_alpha: c.alpha,
+        lora_dropout: c.dropout,
+        target_modules: c.targets.iter().map(|t| t.hf_name().to_string()).collect(),
+        use_rslora: c.use_rslora,
+        base_model_name_or_path: base_model_name.map(str::to_string),
+        bias: "none".into(),
+        fan_in_fan_out: false,
+        inference_mode: true,
+        use_dora: false,
+    };
+    let write = |file: &str, text: String| {
+        std::fs::write(dir.join(file), text).map_err(|e| ferr(format!("{file}: {e}")))
+    };
+    write(
+        "adapter_config.json",
+        serde_json::to_string_pretty(&cfg).unwrap_or_default(),
+    )?;
+    write(
+        "dpo_lora.json",
+        serde_json::to_string_pretty(base).unwrap_or_default(),
+    )?;
+    let mut tensors: HashMap<String, Tensor> = HashMap::new();
+    for ((il, t), l) in &lora.layers {
+        tensors.insert(tensor_name(*il, *t, 'A'), l.a.as_tensor().clone());
+        tensors.insert(tensor_name(*il, *t, 'B'), l.b.as_tensor().clone());
+    }
+    candle_core::safetensors::save(&tensors, dir.join("adapter_model.safetensors"))
+        .map_err(|e| ferr(format!("adapter_model.safetensors: {e}")))
 }
 
 /// Rename `new` over `dir`: the old `dir` (if any) is moved aside first and removed after.

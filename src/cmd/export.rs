@@ -1,0 +1,101 @@
+//! `dpo-lora export (--run DIR | --model PATH [--adapter DIR]) --format F --out DIR`.
+
+use std::path::PathBuf;
+
+use anyhow::{Context, Result};
+
+use crate::cli::ExportArgs;
+use crate::export::{self, Options, Provenance};
+use crate::recipe::Recipe;
+use crate::session::Loaded;
+
+pub fn run(a: ExportArgs) -> Result<()> {
+    let command = command_line();
+    let (model, adapter, prov) = match &a.run {
+        Some(dir) => {
+            let recipe_path = dir.join("recipe.yaml");
+            let recipe = Recipe::load(&recipe_path, &[])
+                .with_context(|| format!("{}: is this a dpo-lora run folder?", dir.display()))?;
+            let adapter = dir.join("adapter");
+            if !adapter.is_dir() {
+                anyhow::bail!(
+                    "{}: no adapter/ yet (the run has not finished); export a checkpoint with --model {} --adapter {}/checkpoints/step-N/adapter",
+                    dir.display(),
+                    recipe.model.path,
+                    dir.display()
+                );
+            }
+            (recipe.model.path.clone(), Some(adapter), Provenance::from_run(dir, command))
+        }
+        None => (
+            a.model.clone().context("--model is required without --run")?,
+            a.adapter.clone(),
+            Provenance {
+                command,
+                ..Default::default()
+            },
+        ),
+    };
+    let opts = Options {
+        format: a.format,
+        dtype: a.dtype,
+        quant: a.quant,
+        base_only: a.base_only,
+        force: a.force,
+    };
+    let base = Loaded::open(&model)?;
+    let lora = match (&adapter, a.base_only) {
+        (Some(d), false) => Some(crate::model::peft::load(d, &base.model, &candle_core::Device::Cpu)?),
+        _ => None,
+    };
+    export_one(&base, lora.as_ref(), &prov, &opts, &a.out)?;
+    if let Some(repo) = &a.push_to_hub {
+        push(&a.out, repo, a.private)?;
+    }
+    Ok(())
+}
+
+/// Export and print what was written (used by `export` and by `run` for `output.export`).
+pub fn export_one(
+    base: &Loaded,
+    lora: Option<&crate::model::Lora>,
+    prov: &Provenance,
+    opts: &Options,
+    out: &std::path::Path,
+) -> Result<()> {
+    let report = export::export(base, lora, prov, opts, out)?;
+    eprintln!("exported {} to {}", opts.format.name(), out.display());
+    for n in &report.notes {
+        eprintln!("  {n}");
+    }
+    for (f, size) in &report.files {
+        eprintln!("  {f} ({:.1} MB)", *size as f64 / 1e6);
+    }
+    println!("{}", out.display());
+    Ok(())
+}
+
+pub fn push(dir: &std::path::Path, repo: &str, private: bool) -> Result<()> {
+    let _ = (dir, repo, private);
+    anyhow::bail!("--push-to-hub is not wired up yet")
+}
+
+fn command_line() -> String {
+    let args: Vec<String> = std::env::args()
+        .map(|a| {
+            if a.contains(' ') {
+                format!("'{a}'")
+            } else {
+                a
+            }
+        })
+        .collect();
+    let mut s = args.join(" ");
+    if let Some(first) = args.first() {
+        let exe = PathBuf::from(first);
+        if let Some(name) = exe.file_name() {
+            s = s.replacen(first.as_str(), &name.to_string_lossy(), 1);
+        }
+    }
+    s
+}
