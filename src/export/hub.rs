@@ -424,14 +424,14 @@ impl<'a> Client<'a> {
         format!("Bearer {}", self.token)
     }
 
-    /// Send one request and turn every failure into a one-line [`HubError`] for `step`.
-    fn send(
+    /// Turn a request's failure into a one-line [`HubError`] for `step`.
+    fn check(
         &self,
         step: Step,
         url: &str,
-        send: impl FnOnce() -> Result<ureq::Response, ureq::Error>,
+        sent: Result<ureq::Response, ureq::Error>,
     ) -> Result<ureq::Response, HubError> {
-        send().map_err(|e| self.error(step, url, e))
+        sent.map_err(|e| self.error(step, url, e))
     }
 
     fn error(&self, step: Step, url: &str, e: ureq::Error) -> HubError {
@@ -509,12 +509,14 @@ impl<'a> Client<'a> {
                 entries.push(json!({"path": f.path_in_repo, "size": f.size, "sample": sample(f)?}));
             }
             let body = json!({"files": entries});
-            let resp = self.send(step, &url, || {
+            let resp = self.check(
+                step,
+                &url,
                 self.agent
                     .post(&url)
                     .set("Authorization", &self.bearer())
-                    .send_json(body)
-            })?;
+                    .send_json(body),
+            )?;
             let answer = self.json(step, resp)?;
             let listed = answer["files"]
                 .as_array()
@@ -573,14 +575,16 @@ impl<'a> Client<'a> {
                 "hash_algo": "sha256",
                 "ref": {"name": revision},
             });
-            let resp = self.send(step, &url, || {
+            let resp = self.check(
+                step,
+                &url,
                 self.agent
                     .post(&url)
                     .set("Authorization", &self.bearer())
                     .set("Accept", "application/vnd.git-lfs+json")
                     .set("Content-Type", "application/vnd.git-lfs+json")
-                    .send_string(&body.to_string())
-            })?;
+                    .send_string(&body.to_string()),
+            )?;
             let answer = self.json(step, resp)?;
             for f in chunk {
                 let object = answer["objects"]
@@ -641,9 +645,7 @@ impl<'a> Client<'a> {
         let req = req
             .set("Content-Type", "application/octet-stream")
             .set("Content-Length", &f.file.size.to_string());
-        self.send(step, &href, || {
-            req.send(bar.wrap_read(file.take(f.file.size)))
-        })?;
+        self.check(step, &href, req.send(bar.wrap_read(file.take(f.file.size))))?;
         Ok(())
     }
 
@@ -663,7 +665,7 @@ impl<'a> Client<'a> {
             .set("Accept", "application/vnd.git-lfs+json")
             .set("Content-Type", "application/vnd.git-lfs+json");
         let body = json!({"oid": f.oid, "size": f.file.size}).to_string();
-        self.send(step, &href, || req.send_string(&body))?;
+        self.check(step, &href, req.send_string(&body))?;
         Ok(())
     }
 
@@ -725,13 +727,15 @@ impl<'a> Client<'a> {
                 {"path": f.file.path_in_repo, "algo": "sha256", "oid": f.oid, "size": f.file.size}}));
         }
         let body: String = lines.iter().map(|l| format!("{l}\n")).collect();
-        let resp = self.send(step, &url, || {
+        let resp = self.check(
+            step,
+            &url,
             self.agent
                 .post(&url)
                 .set("Authorization", &self.bearer())
                 .set("Content-Type", "application/x-ndjson")
-                .send_string(&body)
-        })?;
+                .send_string(&body),
+        )?;
         let answer = self.json(step, resp)?;
         let field = |k: &str| answer[k].as_str().unwrap_or_default().to_string();
         Ok((field("commitUrl"), field("commitOid")))
