@@ -324,6 +324,7 @@ pub fn list_files(dir: &Path) -> Result<Vec<LocalFile>, HubError> {
     Ok(out)
 }
 
+/// `map_err` for reading `path`: the io error with the path it was about.
 fn local(path: &Path) -> impl FnOnce(std::io::Error) -> HubError + '_ {
     move |source| HubError::Local {
         path: path.to_path_buf(),
@@ -367,15 +368,11 @@ struct LfsFile<'a> {
 
 impl<'a> LfsFile<'a> {
     fn hash(file: &'a LocalFile) -> Result<Self, HubError> {
-        let local = |source| HubError::Local {
-            path: file.path.clone(),
-            source,
-        };
-        let mut reader = File::open(&file.path).map_err(local)?;
+        let mut reader = File::open(&file.path).map_err(local(&file.path))?;
         let mut hasher = Sha256::new();
         let mut buf = vec![0u8; 1 << 20];
         loop {
-            let n = reader.read(&mut buf).map_err(local)?;
+            let n = reader.read(&mut buf).map_err(local(&file.path))?;
             if n == 0 {
                 break;
             }
@@ -408,6 +405,8 @@ impl<'a> Client<'a> {
         let agent = ureq::AgentBuilder::new()
             .user_agent(concat!("dpo-lora/", env!("CARGO_PKG_VERSION")))
             .timeout_connect(Duration::from_secs(30))
+            // Per read, not per request: a stalled server fails instead of hanging the push.
+            .timeout_read(Duration::from_secs(600))
             // Proxies as hf-hub does; ureq 2 has no NO_PROXY, so a loopback endpoint (a local
             // mirror, the tests' stand-in Hub) is never sent through one.
             .try_proxy_from_env(!loopback)
@@ -634,17 +633,13 @@ impl<'a> Client<'a> {
             );
             return Err(HubError::Protocol { step, message });
         }
-        let file = File::open(&f.file.path).map_err(|source| HubError::Local {
-            path: f.file.path.clone(),
-            source,
-        })?;
+        let file = File::open(&f.file.path).map_err(local(&f.file.path))?;
         let mut req = self.agent.put(&href);
         for (k, v) in &headers {
             req = req.set(k, v);
         }
-        let req = req
-            .set("Content-Type", "application/octet-stream")
-            .set("Content-Length", &f.file.size.to_string());
+        // No Content-Type, as the Python client: a presigned URL may have signed it empty.
+        let req = req.set("Content-Length", &f.file.size.to_string());
         self.check(step, &href, req.send(bar.wrap_read(file.take(f.file.size))))?;
         Ok(())
     }
@@ -714,10 +709,7 @@ impl<'a> Client<'a> {
         let mut lines =
             vec![json!({"key": "header", "value": {"summary": summary, "description": ""}})];
         for f in regular {
-            let bytes = std::fs::read(&f.path).map_err(|source| HubError::Local {
-                path: f.path.clone(),
-                source,
-            })?;
+            let bytes = std::fs::read(&f.path).map_err(local(&f.path))?;
             let content = base64::engine::general_purpose::STANDARD.encode(bytes);
             lines.push(json!({"key": "file", "value":
                 {"content": content, "path": f.path_in_repo, "encoding": "base64"}}));
@@ -744,16 +736,12 @@ impl<'a> Client<'a> {
 
 /// Base64 of the first [`SAMPLE_BYTES`] bytes.
 fn sample(f: &LocalFile) -> Result<String, HubError> {
-    let local = |source| HubError::Local {
-        path: f.path.clone(),
-        source,
-    };
     let mut head = Vec::with_capacity(SAMPLE_BYTES);
     File::open(&f.path)
-        .map_err(local)?
+        .map_err(local(&f.path))?
         .take(SAMPLE_BYTES as u64)
         .read_to_end(&mut head)
-        .map_err(local)?;
+        .map_err(local(&f.path))?;
     Ok(base64::engine::general_purpose::STANDARD.encode(head))
 }
 
