@@ -5,7 +5,7 @@ use std::path::PathBuf;
 use anyhow::{Context, Result};
 
 use crate::cli::ExportArgs;
-use crate::export::{self, Options, Provenance};
+use crate::export::{self, hub, Options, Provenance};
 use crate::recipe::Recipe;
 use crate::session::Loaded;
 
@@ -43,6 +43,13 @@ pub fn run(a: ExportArgs) -> Result<()> {
         base_only: a.base_only,
         force: a.force,
     };
+    // A push that cannot work fails before the export, not after minutes of it.
+    if let Some(repo) = &a.push_to_hub {
+        hub::split_repo_id(repo)?;
+        if hub::HubAccess::from_env().token.is_none() {
+            return Err(hub::HubError::NoToken { dir: a.out.clone() }.into());
+        }
+    }
     let base = Loaded::open(&model)?;
     let lora = match (&adapter, a.base_only) {
         (Some(d), false) => Some(crate::model::peft::load(d, &base.model, &candle_core::Device::Cpu)?),
@@ -75,9 +82,23 @@ pub fn export_one(
     Ok(())
 }
 
+/// Upload an export folder; on failure the folder stays where it is.
 pub fn push(dir: &std::path::Path, repo: &str, private: bool) -> Result<()> {
-    let _ = (dir, repo, private);
-    anyhow::bail!("--push-to-hub is not wired up yet")
+    let mut opts = hub::PushOptions::new(repo);
+    opts.private = private;
+    opts.commit_message = format!("Upload {} with dpo-lora", dir.display());
+    let r = hub::push_folder(dir, &opts)?;
+    eprintln!(
+        "pushed {} files ({:.1} MB, {} large files uploaded) to {}",
+        r.files,
+        r.bytes as f64 / 1e6,
+        r.lfs_uploaded,
+        r.repo_url
+    );
+    if !r.commit_url.is_empty() {
+        eprintln!("commit {}", r.commit_url);
+    }
+    Ok(())
 }
 
 fn command_line() -> String {
