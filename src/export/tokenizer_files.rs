@@ -356,8 +356,7 @@ fn added_tokens(vocab: &ExportVocab) -> Vec<AddedToken<'_>> {
 /// llama.cpp's regex list per pre-tokenizer type, as in `tokenizer/pretokenize.rs` (whose list
 /// is private to the tokenizer; keep the two in step).
 fn split_patterns(pre: PreTokenizer) -> &'static [&'static str] {
-    const GPT2: &str =
-        r"'s|'t|'re|'ve|'m|'ll|'d| ?\p{L}+| ?\p{N}+| ?[^\s\p{L}\p{N}]+|\s+(?!\S)";
+    const GPT2: &str = r"'s|'t|'re|'ve|'m|'ll|'d| ?\p{L}+| ?\p{N}+| ?[^\s\p{L}\p{N}]+|\s+(?!\S)";
     const LLAMA3: &str = r"(?:'[sS]|'[tT]|'[rR][eE]|'[vV][eE]|'[mM]|'[lL][lL]|'[dD])|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}{1,3}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+";
     const QWEN2: &str = r"(?:'[sS]|'[tT]|'[rR][eE]|'[vV][eE]|'[mM]|'[lL][lL]|'[dD])|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+";
     match pre {
@@ -636,4 +635,71 @@ fn generation_config(sp: &SpecialIds) -> Value {
         many => json!(many),
     };
     json!({"bos_token_id": sp.bos, "eos_token_id": eos, "pad_token_id": sp.pad})
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn vocab(texts: &[&str]) -> ExportVocab {
+        ExportVocab {
+            texts: texts.iter().map(|t| t.to_string()).collect(),
+            classes: vec![TokenClass::Normal; texts.len()],
+        }
+    }
+
+    #[test]
+    fn spm_merges_rank_by_merged_score_not_by_id() {
+        // `bc` (id 4) outscores `ab` (id 3): llama.cpp turns "abc" into a|bc, so (b, c) must
+        // rank first. `abc` has two splits, both listed, shorter left part first.
+        let v = vocab(&["a", "b", "c", "ab", "bc", "abc"]);
+        let scores = [0.0, 0.0, 0.0, -5.0, -1.0, -9.0];
+        let merges = spm_merges(&v, &scores, &v.ids());
+        assert_eq!(merges, [(1, 2), (0, 1), (0, 4), (3, 2)]);
+    }
+
+    #[test]
+    fn spm_merges_only_form_normal_tokens() {
+        let mut v = vocab(&["<", "s", ">", "<s", "<s>"]);
+        v.classes[4] = TokenClass::Control;
+        assert_eq!(spm_merges(&v, &[], &v.ids()), [(0, 1)]);
+    }
+
+    #[test]
+    fn gpt2_merges_drop_unusable_and_repeated_lines() {
+        let v = vocab(&["a", "b", "ab", "Ġ", "Ġa"]);
+        let lines = ["a b", "Ġ a", "a b", "x y", "ab", "b a"];
+        assert_eq!(gpt2_merges(&lines, &v.ids()), [(0, 1), (3, 0)]);
+    }
+
+    #[test]
+    fn llama_cpp_type_overrides_are_read_from_decoding() {
+        use TokenClass::*;
+        // <end_of_turn> typed NORMAL but never printed: llama.cpp forced it to CONTROL.
+        assert_eq!(Normal.settle("<end_of_turn>", b""), Control);
+        assert_eq!(UserDefined.settle("</s>", b""), Control);
+        assert_eq!(Normal.settle("hi", b"hi"), Normal);
+        assert_eq!(Control.settle("<|end|>", b"<|end|>"), UserDefined);
+        assert_eq!(Control.settle("<pad>", b""), Control);
+        assert_eq!(Unused.settle("<unused0>", b""), Unused);
+        assert_eq!(Byte.settle("<0x41>", b"A"), Byte);
+    }
+
+    #[test]
+    fn generation_config_lists_eos_first_or_alone() {
+        let sp = |eog: Vec<u32>| SpecialIds {
+            bos: Some(1),
+            eos: eog.first().copied(),
+            unk: None,
+            pad: Some(0),
+            add_bos: false,
+            add_eos: false,
+            eog,
+        };
+        assert_eq!(generation_config(&sp(vec![2]))["eos_token_id"], 2);
+        assert_eq!(
+            generation_config(&sp(vec![2, 0, 4]))["eos_token_id"],
+            json!([2, 0, 4])
+        );
+    }
 }
