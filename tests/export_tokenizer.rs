@@ -344,16 +344,23 @@ fn gemma3_merges_replayed_the_hf_way_give_llama_cpp_ids() {
     );
 }
 
-/// Not a check: writes both models' files under $DPO_LORA_TOKDIR/{smollm2,gemma3} for the
-/// Python comparison with `tokenizers` / `transformers`
-/// (`DPO_LORA_TOKDIR=/tmp/tok cargo test --test export_tokenizer -- --ignored`).
+/// Not a check: writes the files of both real models and of the tiny Qwen2-regex model under
+/// $DPO_LORA_TOKDIR/{smollm2,gemma3,tiny-qwen2} for the Python comparison with `tokenizers` /
+/// `transformers` (`DPO_LORA_TOKDIR=/tmp/tok cargo test --test export_tokenizer -- --ignored`).
 #[test]
 #[ignore]
 fn write_for_python() {
     let root = std::path::PathBuf::from(std::env::var("DPO_LORA_TOKDIR").expect("DPO_LORA_TOKDIR"));
-    for name in ["smollm2", "gemma3"] {
+    let tiny = common::fixtures().join("tiny/qwen2/tiny-qwen2-f32.gguf");
+    for (name, gguf) in [
+        ("smollm2", common::real_model("smollm2")),
+        ("gemma3", common::real_model("gemma3")),
+        ("tiny-qwen2", tiny),
+    ] {
         let dir = root.join(name);
         std::fs::create_dir_all(&dir).expect("create dir");
-        write_into(name, &dir);
+        let f = GgufFile::open(gguf).expect("open gguf");
+        let tok = Tokenizer::from_gguf(&f).expect("tokenizer");
+        write_tokenizer_files(&f, &tok, &dir).expect("write tokenizer files");
     }
 }
