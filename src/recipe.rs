@@ -201,6 +201,10 @@ pub enum Schedule {
 #[serde(deny_unknown_fields)]
 pub struct OutputSection {
     pub dir: PathBuf,
+    /// Exports made when training finishes, each into `<dir>/export/<name>` (see
+    /// `export::spec`): e.g. `[peft, gguf-lora, {format: gguf, quant: q8_0}]`.
+    #[serde(default)]
+    pub export: Vec<crate::export::ExportSpec>,
 }
 
 fn d_max_length() -> usize {
@@ -457,6 +461,11 @@ impl Recipe {
         }
         if s.rpo_alpha.is_some_and(|a| !(positive(a) || a == 0.0)) {
             return bad("loss.rpo_alpha", "must be >= 0".into());
+        }
+        for (i, e) in self.output.export.iter().enumerate() {
+            if let Err(m) = e.check() {
+                return bad(&format!("output.export[{i}]"), m);
+            }
         }
         if !s.kind.uses_reference() && self.reference.mode == ReferenceMode::Precomputed {
             return bad(

@@ -25,8 +25,14 @@ fn random_adapter(model: &Path, dir: &Path, rank: usize, alpha: f64, rslora: boo
         targets: Target::ALL.to_vec(),
         use_rslora: rslora,
     };
-    let lora = Lora::init(cfg, m.config.n_layer, |il, t| m.linear_dims(il, t), 3, &Device::Cpu)
-        .unwrap();
+    let lora = Lora::init(
+        cfg,
+        m.config.n_layer,
+        |il, t| m.linear_dims(il, t),
+        3,
+        &Device::Cpu,
+    )
+    .unwrap();
     let mut rng = SplitMix64::keyed(&[11, rank as u64]);
     for x in lora.layers.values() {
         let (o, r) = x.b.as_tensor().dims2().unwrap();
@@ -41,7 +47,13 @@ fn random_adapter(model: &Path, dir: &Path, rank: usize, alpha: f64, rslora: boo
 
 /// `(chosen, rejected)` summed log-probs per record from `dpo-lora score`.
 fn score(model: &Path, adapter: Option<&Path>, data: &Path) -> Vec<(f64, f64)> {
-    let mut args = vec!["score", "-m", model.to_str().unwrap(), "--data", data.to_str().unwrap()];
+    let mut args = vec![
+        "score",
+        "-m",
+        model.to_str().unwrap(),
+        "--data",
+        data.to_str().unwrap(),
+    ];
     if let Some(a) = adapter {
         args.extend(["--adapter", a.to_str().unwrap()]);
     }
@@ -51,7 +63,10 @@ fn score(model: &Path, adapter: Option<&Path>, data: &Path) -> Vec<(f64, f64)> {
         .lines()
         .map(|l| {
             let v: serde_json::Value = serde_json::from_str(l).unwrap();
-            (v["chosen"].as_f64().unwrap(), v["rejected"].as_f64().unwrap())
+            (
+                v["chosen"].as_f64().unwrap(),
+                v["rejected"].as_f64().unwrap(),
+            )
         })
         .collect()
 }
@@ -112,7 +127,10 @@ fn check_lora_gguf_against_merged(base: &Path, merged: &Path, lora: &Path, linea
     let alpha = l.get_f64("adapter.lora.alpha").unwrap();
     let name = format!("blk.0.{linear}.weight");
     let (a_name, b_name) = (format!("{name}.lora_a"), format!("{name}.lora_b"));
-    let (r, cols) = (l.tensor_shape(&a_name).unwrap()[0], l.tensor_shape(&a_name).unwrap()[1]);
+    let (r, cols) = (
+        l.tensor_shape(&a_name).unwrap()[0],
+        l.tensor_shape(&a_name).unwrap()[1],
+    );
     let rows = l.tensor_shape(&b_name).unwrap()[0];
     assert_eq!(l.tensor_shape(&b_name).unwrap()[1], r);
     assert_eq!(b.tensor_shape(&name).unwrap(), [rows, cols]);
@@ -132,7 +150,10 @@ fn check_lora_gguf_against_merged(base: &Path, merged: &Path, lora: &Path, linea
         size = size.max(delta[i].abs());
     }
     assert!(size > 1e-3, "{name}: the adapter is ~zero ({size})");
-    assert!(worst < 1e-5 * size.max(1.0) + 1e-6, "{name}: LoRA GGUF vs merged differ by {worst}");
+    assert!(
+        worst < 1e-5 * size.max(1.0) + 1e-6,
+        "{name}: LoRA GGUF vs merged differ by {worst}"
+    );
 }
 
 /// Every export of one model, checked against `score` of base + adapter.
@@ -143,7 +164,10 @@ fn exports_match(model: &Path, data: &Path, rank: usize, alpha: f64, rslora: boo
     let with = score(model, Some(&adapter), data);
     let without = score(model, None, data);
     let shift = max_diff(&with, &without);
-    assert!(shift > 0.5, "the random adapter barely moves the scores ({shift})");
+    assert!(
+        shift > 0.5,
+        "the random adapter barely moves the scores ({shift})"
+    );
 
     // PEFT: export, load back, identical scores.
     let p = t.path().join("peft");
@@ -157,15 +181,25 @@ fn exports_match(model: &Path, data: &Path, rank: usize, alpha: f64, rslora: boo
     assert_eq!(cfg["lora_alpha"], alpha);
     assert_eq!(cfg["use_rslora"], rslora);
     assert!(p.join("README.md").is_file());
-    assert_eq!(score(model, Some(&p), data), with, "PEFT round trip changed the scores");
+    assert_eq!(
+        score(model, Some(&p), data),
+        with,
+        "PEFT round trip changed the scores"
+    );
 
     // Merged GGUF in f32: base + adapter within 0.01 nats per sequence.
     let g = t.path().join("gguf-f32");
     export(model, &adapter, "gguf", &g, &["--quant", "f32"]);
     let merged = score(&g.join("model.gguf"), None, data);
     let d = max_diff(&merged, &with);
-    eprintln!("{}: merged f32 vs base + adapter: max |Δ| {d:.2e} nats", model.display());
-    assert!(d < 0.01, "merged f32 GGUF differs from base + adapter by {d}");
+    eprintln!(
+        "{}: merged f32 vs base + adapter: max |Δ| {d:.2e} nats",
+        model.display()
+    );
+    assert!(
+        d < 0.01,
+        "merged f32 GGUF differs from base + adapter by {d}"
+    );
 
     // Merged GGUF re-quantized to the base's types: the shift is measured and reported.
     let gb = t.path().join("gguf-base");
@@ -189,13 +223,22 @@ fn exports_match(model: &Path, data: &Path, rank: usize, alpha: f64, rslora: boo
         v.sort_by(|a, b| a.0.cmp(&b.0));
         v
     };
-    assert_eq!(types(&gb.join("model.gguf")), types(model), "--quant base changed tensor types");
+    assert_eq!(
+        types(&gb.join("model.gguf")),
+        types(model),
+        "--quant base changed tensor types"
+    );
 
     // llama.cpp LoRA: its B·A equals what the merged file added.
     let gl = t.path().join("gguf-lora");
     export(model, &adapter, "gguf-lora", &gl, &[]);
     for linear in ["attn_q", "attn_k", "ffn_down"] {
-        check_lora_gguf_against_merged(model, &g.join("model.gguf"), &gl.join("adapter.gguf"), linear);
+        check_lora_gguf_against_merged(
+            model,
+            &g.join("model.gguf"),
+            &gl.join("adapter.gguf"),
+            linear,
+        );
     }
 }
 
@@ -211,13 +254,25 @@ fn plain_records(dir: &Path) -> PathBuf {
 #[test]
 fn smollm2_llama_exports_match_base_plus_adapter() {
     let t = tempfile::tempdir().unwrap();
-    exports_match(&common::real_model("smollm2"), &plain_records(t.path()), 4, 12.0, false);
+    exports_match(
+        &common::real_model("smollm2"),
+        &plain_records(t.path()),
+        4,
+        12.0,
+        false,
+    );
 }
 
 #[test]
 fn gemma3_exports_match_base_plus_adapter() {
     let t = tempfile::tempdir().unwrap();
-    exports_match(&common::real_model("gemma3"), &plain_records(t.path()), 8, 4.0, true);
+    exports_match(
+        &common::real_model("gemma3"),
+        &plain_records(t.path()),
+        8,
+        4.0,
+        true,
+    );
 }
 
 fn tiny(arch: &str) -> PathBuf {
@@ -260,7 +315,10 @@ fn adapter_that_does_not_fit_is_refused_and_nothing_is_written() {
         .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
         .filter(|n| n.starts_with('.'))
         .collect();
-    assert!(leftovers.is_empty(), "temporary folders left: {leftovers:?}");
+    assert!(
+        leftovers.is_empty(),
+        "temporary folders left: {leftovers:?}"
+    );
 }
 
 #[test]
@@ -294,7 +352,10 @@ fn existing_output_is_kept_unless_forced() {
         run(&v.iter().map(String::as_str).collect::<Vec<_>>())
     };
     assert_user_error(&call(false), &["already exists", "--force"]);
-    assert_eq!(std::fs::read_to_string(out.join("keep.txt")).unwrap(), "mine");
+    assert_eq!(
+        std::fs::read_to_string(out.join("keep.txt")).unwrap(),
+        "mine"
+    );
     let o = call(true);
     assert!(o.status.success(), "{}", stderr(&o));
     assert!(!out.join("keep.txt").exists());

@@ -650,11 +650,24 @@ fn export_and_push(endpoint: &str, token: Option<&str>, out: &Path) -> std::proc
     let model = Path::new(env!("CARGO_MANIFEST_DIR"))
         .join("../shared/fixtures/tiny/llama/tiny-llama-f32.gguf");
     let mut c = std::process::Command::new(env!("CARGO_BIN_EXE_dpo-lora"));
-    c.args(["export", "-m", model.to_str().unwrap(), "--format", "hf", "--base-only"])
-        .args(["--out", out.to_str().unwrap(), "--push-to-hub", REPO, "--private"])
-        .env("HF_ENDPOINT", endpoint)
-        .env("HF_HOME", &home)
-        .env_remove("HF_TOKEN");
+    c.args([
+        "export",
+        "-m",
+        model.to_str().unwrap(),
+        "--format",
+        "hf",
+        "--base-only",
+    ])
+    .args([
+        "--out",
+        out.to_str().unwrap(),
+        "--push-to-hub",
+        REPO,
+        "--private",
+    ])
+    .env("HF_ENDPOINT", endpoint)
+    .env("HF_HOME", &home)
+    .env_remove("HF_TOKEN");
     if let Some(tok) = token {
         c.env("HF_TOKEN", tok);
     }
@@ -671,14 +684,25 @@ fn export_pushes_the_folder_it_wrote() {
     assert!(o.status.success(), "{err}");
     assert!(!err.contains(TOKEN), "token printed: {err}");
     let reqs = hub.requests();
-    let create = reqs.iter().find(|r| r.path == "/api/repos/create").expect("repo created");
+    let create = reqs
+        .iter()
+        .find(|r| r.path == "/api/repos/create")
+        .expect("repo created");
     assert_eq!(create.json()["private"], true);
-    let commit = reqs.iter().find(|r| r.path.contains("/commit/")).expect("commit");
+    let commit = reqs
+        .iter()
+        .find(|r| r.path.contains("/commit/"))
+        .expect("commit");
     let body = String::from_utf8_lossy(&commit.body);
     let mut committed: Vec<String> = body
         .lines()
         .skip(1)
-        .map(|l| serde_json::from_str::<Value>(l).unwrap()["value"]["path"].as_str().unwrap().to_string())
+        .map(|l| {
+            serde_json::from_str::<Value>(l).unwrap()["value"]["path"]
+                .as_str()
+                .unwrap()
+                .to_string()
+        })
         .collect();
     committed.sort();
     let mut local: Vec<String> = std::fs::read_dir(&out)
@@ -698,13 +722,20 @@ fn export_without_a_token_fails_before_exporting() {
     let err = String::from_utf8_lossy(&o.stderr);
     assert_eq!(o.status.code(), Some(2), "{err}");
     assert_eq!(err.trim().lines().count(), 1, "{err}");
-    assert!(err.contains("needs a token") && err.contains("HF_TOKEN"), "{err}");
+    assert!(
+        err.contains("needs a token") && err.contains("HF_TOKEN"),
+        "{err}"
+    );
     assert!(!out.exists(), "nothing should be written");
 }
 
 #[test]
 fn export_offline_keeps_the_local_folder() {
-    let port = TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let port = TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
     let t = tempfile::tempdir().unwrap();
     let out = t.path().join("base");
     let o = export_and_push(&format!("http://127.0.0.1:{port}"), Some(TOKEN), &out);

@@ -258,6 +258,90 @@ fn a_run_writes_the_peft_adapter_metrics_recipe_and_plot() {
     assert!(g.status.success(), "{}", String::from_utf8_lossy(&g.stderr));
 }
 
+#[test]
+fn a_run_exports_what_the_recipe_lists_and_export_reads_the_run() {
+    let s = setup();
+    let list =
+        "output.export=[peft, gguf-lora, {format: gguf, quant: f32}, {format: hf, dtype: f32}]";
+    let o = s.run(&tiny_recipe(), &["train.max_steps=3".into(), list.into()]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let ex = s.out().join("export");
+    for f in [
+        "peft/adapter_config.json",
+        "peft/adapter_model.safetensors",
+        "gguf-lora/adapter.gguf",
+        "gguf-f32/model.gguf",
+        "hf-float32/config.json",
+        "hf-float32/model.safetensors",
+        "hf-float32/tokenizer.json",
+        "hf-float32/generation_config.json",
+    ] {
+        assert!(ex.join(f).is_file(), "{f} missing");
+    }
+    // The model card names the run's recipe, final metrics and the command.
+    let card = std::fs::read_to_string(ex.join("gguf-f32/README.md")).unwrap();
+    for needle in [
+        "base_model:",
+        "## Final metrics",
+        "rewards/accuracies",
+        "dpo-lora run",
+        "max_steps: 3",
+    ] {
+        assert!(card.contains(needle), "`{needle}` not in the card:\n{card}");
+    }
+    // The merged file scores as base + adapter.
+    let data = repo().join("recipes/data/tiny-eval.jsonl");
+    let score = |model: &Path, adapter: Option<&Path>| {
+        let mut c = bin();
+        c.args([
+            "score",
+            "--model",
+            model.to_str().unwrap(),
+            "--data",
+            data.to_str().unwrap(),
+        ]);
+        if let Some(a) = adapter {
+            c.args(["--adapter", a.to_str().unwrap()]);
+        }
+        let o = c.output().unwrap();
+        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+        String::from_utf8_lossy(&o.stdout)
+            .lines()
+            .flat_map(|l| {
+                let v: serde_json::Value = serde_json::from_str(l).unwrap();
+                [
+                    v["chosen"].as_f64().unwrap(),
+                    v["rejected"].as_f64().unwrap(),
+                ]
+            })
+            .collect::<Vec<f64>>()
+    };
+    let want = score(&s.model, Some(&s.out().join("adapter")));
+    let got = score(&ex.join("gguf-f32/model.gguf"), None);
+    for (a, b) in want.iter().zip(&got) {
+        assert!((a - b).abs() < 1e-3, "merged {b} vs base + adapter {a}");
+    }
+    // `export --run` finds the base and adapter from the run folder.
+    let again = s.dir.path().join("again");
+    let o = bin()
+        .args([
+            "export",
+            "--run",
+            s.out().to_str().unwrap(),
+            "--format",
+            "peft",
+            "--out",
+        ])
+        .arg(&again)
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    assert_eq!(
+        std::fs::read(again.join("adapter_model.safetensors")).unwrap(),
+        std::fs::read(ex.join("peft/adapter_model.safetensors")).unwrap()
+    );
+}
+
 /// A run of the tiny recipe long enough to be interrupted, with no periodic checkpoints.
 fn long_run(s: &Setup) -> Command {
     let mut c = bin();

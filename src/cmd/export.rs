@@ -25,10 +25,16 @@ pub fn run(a: ExportArgs) -> Result<()> {
                     dir.display()
                 );
             }
-            (recipe.model.path.clone(), Some(adapter), Provenance::from_run(dir, command))
+            (
+                recipe.model.path.clone(),
+                Some(adapter),
+                Provenance::from_run(dir, command),
+            )
         }
         None => (
-            a.model.clone().context("--model is required without --run")?,
+            a.model
+                .clone()
+                .context("--model is required without --run")?,
             a.adapter.clone(),
             Provenance {
                 command,
@@ -52,7 +58,11 @@ pub fn run(a: ExportArgs) -> Result<()> {
     }
     let base = Loaded::open(&model)?;
     let lora = match (&adapter, a.base_only) {
-        (Some(d), false) => Some(crate::model::peft::load(d, &base.model, &candle_core::Device::Cpu)?),
+        (Some(d), false) => Some(crate::model::peft::load(
+            d,
+            &base.model,
+            &candle_core::Device::Cpu,
+        )?),
         _ => None,
     };
     export_one(&base, lora.as_ref(), &prov, &opts, &a.out)?;
@@ -101,15 +111,9 @@ pub fn push(dir: &std::path::Path, repo: &str, private: bool) -> Result<()> {
     Ok(())
 }
 
-fn command_line() -> String {
+pub fn command_line() -> String {
     let args: Vec<String> = std::env::args()
-        .map(|a| {
-            if a.contains(' ') {
-                format!("'{a}'")
-            } else {
-                a
-            }
-        })
+        .map(|a| if a.contains(' ') { format!("'{a}'") } else { a })
         .collect();
     let mut s = args.join(" ");
     if let Some(first) = args.first() {

@@ -11,6 +11,15 @@ use crate::train::{self, Options, Outcome};
 
 pub fn run(a: RunArgs) -> Result<()> {
     let recipe = Recipe::load(&a.recipe, &a.set)?;
+    // A push that cannot work is found now, not after training.
+    if recipe.output.export.iter().any(|e| e.push_to_hub.is_some())
+        && crate::export::hub::HubAccess::from_env().token.is_none()
+    {
+        return Err(crate::export::hub::HubError::NoToken {
+            dir: recipe.output.dir.join("export"),
+        }
+        .into());
+    }
     eprintln!(
         "# resolved recipe ({})\n{}",
         a.recipe.display(),
@@ -39,7 +48,7 @@ pub fn run(a: RunArgs) -> Result<()> {
                 adapter.display(),
                 recipe.output.dir.join("plot.png").display()
             );
-            Ok(())
+            export_all(&recipe, &adapter)
         }
         Outcome::Interrupted { checkpoint, step } => {
             eprintln!(
@@ -49,4 +58,30 @@ pub fn run(a: RunArgs) -> Result<()> {
             std::process::exit(130);
         }
     }
+}
+
+/// The recipe's `output.export` list, into `<output.dir>/export/<name>`, replacing older ones.
+fn export_all(recipe: &Recipe, adapter: &std::path::Path) -> Result<()> {
+    if recipe.output.export.is_empty() {
+        return Ok(());
+    }
+    let base = crate::session::Loaded::open(&recipe.model.path)?;
+    let lora = crate::model::peft::load(adapter, &base.model, &candle_core::Device::Cpu)?;
+    let prov =
+        crate::export::Provenance::from_run(&recipe.output.dir, super::export::command_line());
+    for spec in &recipe.output.export {
+        let out = recipe.output.dir.join("export").join(spec.dir_name());
+        let opts = crate::export::Options {
+            format: spec.format,
+            dtype: spec.dtype,
+            quant: spec.quant,
+            base_only: spec.base_only,
+            force: true,
+        };
+        super::export::export_one(&base, Some(&lora), &prov, &opts, &out)?;
+        if let Some(repo) = &spec.push_to_hub {
+            super::export::push(&out, repo, spec.private)?;
+        }
+    }
+    Ok(())
 }

@@ -102,7 +102,11 @@ fn render(
         Format::Gguf | Format::GgufLora => "gguf",
     };
     let mut s = String::new();
-    let _ = writeln!(s, "---\nbase_model: {}\nlibrary_name: {library}", yaml_str(&id));
+    let _ = writeln!(
+        s,
+        "---\nbase_model: {}\nlibrary_name: {library}",
+        yaml_str(&id)
+    );
     let _ = writeln!(s, "tags:\n- dpo\n- lora\n- dpo-lora\n---\n");
     let what = match (opts.format, lora.is_some()) {
         (Format::Hf, false) => "the base model, unmerged",
@@ -146,7 +150,11 @@ fn render(
     }
     let _ = writeln!(s, "\n## How it was made\n\n```sh\n{}\n```", prov.command);
     if let Some(y) = &prov.recipe_yaml {
-        let _ = writeln!(s, "\nThe training recipe:\n\n```yaml\n{}\n```", y.trim_end());
+        let _ = writeln!(
+            s,
+            "\nThe training recipe:\n\n```yaml\n{}\n```",
+            y.trim_end()
+        );
     }
     s
 }

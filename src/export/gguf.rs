@@ -42,9 +42,15 @@ pub fn write(
         .filter(|(k, _)| k != "general.alignment")
         .collect();
     // general.* first, then the rest, each sorted: stable files, and llama.cpp's usual order.
-    metadata.sort_by(|(a, _), (b, _)| (!a.starts_with("general."), a).cmp(&(!b.starts_with("general."), b)));
+    metadata.sort_by(|(a, _), (b, _)| {
+        (!a.starts_with("general."), a).cmp(&(!b.starts_with("general."), b))
+    });
     if let QuantChoice::All(t) = q {
-        set(&mut metadata, "general.file_type", Value::U32(quant::file_type(t)));
+        set(
+            &mut metadata,
+            "general.file_type",
+            Value::U32(quant::file_type(t)),
+        );
     }
     let name = f.opt_str("general.name")?.unwrap_or("model").to_string();
     set(
@@ -90,7 +96,11 @@ pub fn write(
                 let w = merge::read_f32(f, tname)?;
                 let mut merged = w.data.clone();
                 merge::add_into(&mut merged, &d, tname)?;
-                let m = candle_core::Tensor::from_vec(merged, shape.as_slice(), &candle_core::Device::Cpu)?;
+                let m = candle_core::Tensor::from_vec(
+                    merged,
+                    shape.as_slice(),
+                    &candle_core::Device::Cpu,
+                )?;
                 let qt = requantize(&m, want, tname, &mut fallbacks)?;
                 let back = qt
                     .dequantize(&candle_core::Device::Cpu)?
@@ -130,7 +140,8 @@ fn requantize(
     if t != want {
         fallbacks.push(format!("{name} {}", quant::type_name(t)));
     }
-    QTensor::quantize(w, t).with_context(|| format!("quantizing `{name}` to {}", quant::type_name(t)))
+    QTensor::quantize(w, t)
+        .with_context(|| format!("quantizing `{name}` to {}", quant::type_name(t)))
 }
 
 /// `(layer, target)` of a linear weight named in llama.cpp's scheme.

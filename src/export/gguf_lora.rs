@@ -26,11 +26,21 @@ pub fn write(base: &Loaded, lora: &Lora, dir: &Path, report: &mut Report) -> Res
     let r = lora.config.rank;
     // llama.cpp: scale = alpha / rank; ours may be rsLoRA's alpha / sqrt(rank).
     let alpha = (lora.config.scale() * r as f64) as f32;
-    let name = base.file.opt_str("general.name")?.unwrap_or("model").to_string();
+    let name = base
+        .file
+        .opt_str("general.name")?
+        .unwrap_or("model")
+        .to_string();
     let metadata = vec![
-        ("general.architecture".to_string(), string(c.arch.gguf_name())),
+        (
+            "general.architecture".to_string(),
+            string(c.arch.gguf_name()),
+        ),
         ("general.type".to_string(), string("adapter")),
-        ("general.name".to_string(), string(format!("{name} dpo-lora adapter"))),
+        (
+            "general.name".to_string(),
+            string(format!("{name} dpo-lora adapter")),
+        ),
         ("adapter.type".to_string(), string("lora")),
         ("adapter.lora.alpha".to_string(), Value::F32(alpha)),
     ];
@@ -50,8 +60,14 @@ pub fn write(base: &Loaded, lora: &Lora, dir: &Path, report: &mut Report) -> Res
             let p = permute_rows(&data, cols, &permute_qk(n, c.head_dim));
             b = Tensor::from_vec(p, (rows, cols), &Device::Cpu)?;
         }
-        tensors.push((format!("{stem}.lora_a"), QTensor::quantize(&a, GgmlDType::F32)?));
-        tensors.push((format!("{stem}.lora_b"), QTensor::quantize(&b, GgmlDType::F32)?));
+        tensors.push((
+            format!("{stem}.lora_a"),
+            QTensor::quantize(&a, GgmlDType::F32)?,
+        ));
+        tensors.push((
+            format!("{stem}.lora_b"),
+            QTensor::quantize(&b, GgmlDType::F32)?,
+        ));
     }
     write_gguf(&dir.join(FILE), &metadata, &tensors)?;
     report.notes.push(format!(

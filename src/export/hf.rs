@@ -96,11 +96,8 @@ fn merged_tensors(
             Conversion::None => {}
             Conversion::UnpermuteRows { n_head } => {
                 let cols = if t.shape.len() == 1 { 1 } else { t.cols() };
-                t.data = names::permute_rows(
-                    &t.data,
-                    cols,
-                    &names::unpermute_qk(n_head, c.head_dim),
-                );
+                t.data =
+                    names::permute_rows(&t.data, cols, &names::unpermute_qk(n_head, c.head_dim));
             }
             Conversion::NormShift => t.data.iter_mut().for_each(|x| *x -= 1.0),
         }
@@ -135,8 +132,8 @@ fn config_json(base: &Loaded, dtype: HfDtype) -> Result<Value> {
         "num_key_value_heads": c.n_kv_head,
         "head_dim": c.head_dim,
         "max_position_embeddings": c.context_length,
-        "rms_norm_eps": c.rms_eps,
-        "rope_theta": c.rope_base,
+        "rms_norm_eps": short(c.rms_eps as f32),
+        "rope_theta": short(c.rope_base),
         "tie_word_embeddings": base.model.is_tied(),
         "bos_token_id": tok.bos_id(),
         "eos_token_id": tok.eos_id(),
@@ -198,6 +195,14 @@ fn config_json(base: &Loaded, dtype: HfDtype) -> Result<Value> {
         m.insert("pad_token_id".into(), json!(pad));
     }
     Ok(v)
+}
+
+/// An f32 metadata value as its shortest decimal (1e-5, not 9.999999747378752e-6).
+fn short(x: f32) -> Value {
+    x.to_string()
+        .parse::<f64>()
+        .map(|v| json!(v))
+        .unwrap_or_else(|_| json!(x))
 }
 
 fn pad_id(base: &Loaded) -> Option<u64> {

@@ -22,6 +22,7 @@ pub mod hub;
 pub mod merge;
 pub mod names;
 pub mod quant;
+pub mod spec;
 pub mod tokenizer_files;
 
 use std::path::{Path, PathBuf};
@@ -33,6 +34,7 @@ use crate::model::Lora;
 use crate::session::Loaded;
 pub use card::Provenance;
 pub use quant::{HfDtype, QuantChoice};
+pub use spec::ExportSpec;
 
 /// What to export.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
@@ -128,9 +130,12 @@ pub fn export(
             staging.dir(),
             &mut report,
         )?,
-        Format::GgufLora => {
-            gguf_lora::write(base, lora.context("no adapter")?, staging.dir(), &mut report)?
-        }
+        Format::GgufLora => gguf_lora::write(
+            base,
+            lora.context("no adapter")?,
+            staging.dir(),
+            &mut report,
+        )?,
     }
     card::write(base, lora, prov, opts, &report, staging.dir())?;
     report.files = list_files(staging.dir())?;
@@ -181,8 +186,9 @@ impl Staging {
     }
 
     pub fn commit(mut self) -> Result<()> {
-        crate::model::peft::replace_dir(&self.tmp, &self.out)
-            .with_context(|| format!("{}: cannot move the export into place", self.out.display()))?;
+        crate::model::peft::replace_dir(&self.tmp, &self.out).with_context(|| {
+            format!("{}: cannot move the export into place", self.out.display())
+        })?;
         self.committed = true;
         Ok(())
     }
@@ -201,7 +207,10 @@ fn list_files(dir: &Path) -> Result<Vec<(String, u64)>> {
     for e in std::fs::read_dir(dir)? {
         let e = e?;
         if e.file_type()?.is_file() {
-            files.push((e.file_name().to_string_lossy().into_owned(), e.metadata()?.len()));
+            files.push((
+                e.file_name().to_string_lossy().into_owned(),
+                e.metadata()?.len(),
+            ));
         }
     }
     files.sort();

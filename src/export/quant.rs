@@ -88,7 +88,10 @@ impl FromStr for QuantChoice {
             .map(|(_, t)| QuantChoice::All(*t))
             .ok_or_else(|| {
                 let names: Vec<&str> = TYPES.iter().map(|(n, _)| *n).collect();
-                format!("unknown quant type `{s}`; use base or one of {}", names.join(", "))
+                format!(
+                    "unknown quant type `{s}`; use base or one of {}",
+                    names.join(", ")
+                )
             })
     }
 }
@@ -162,7 +165,10 @@ mod tests {
     #[test]
     fn parses_names_and_falls_back_like_llama_cpp() {
         assert_eq!("base".parse::<QuantChoice>(), Ok(QuantChoice::Base));
-        assert_eq!("Q8_0".parse::<QuantChoice>(), Ok(QuantChoice::All(GgmlDType::Q8_0)));
+        assert_eq!(
+            "Q8_0".parse::<QuantChoice>(),
+            Ok(QuantChoice::All(GgmlDType::Q8_0))
+        );
         assert!("q9_9".parse::<QuantChoice>().unwrap_err().contains("q4_k"));
         assert_eq!(fit(GgmlDType::Q4K, 2048), GgmlDType::Q4K);
         assert_eq!(fit(GgmlDType::Q4K, 640), GgmlDType::Q5_0);

@@ -353,21 +353,6 @@ fn added_tokens(vocab: &ExportVocab) -> Vec<AddedToken<'_>> {
         .collect()
 }
 
-/// llama.cpp's regex list per pre-tokenizer type, as in `tokenizer/pretokenize.rs` (whose list
-/// is private to the tokenizer; keep the two in step).
-fn split_patterns(pre: PreTokenizer) -> &'static [&'static str] {
-    const GPT2: &str = r"'s|'t|'re|'ve|'m|'ll|'d| ?\p{L}+| ?\p{N}+| ?[^\s\p{L}\p{N}]+|\s+(?!\S)";
-    const LLAMA3: &str = r"(?:'[sS]|'[tT]|'[rR][eE]|'[vV][eE]|'[mM]|'[lL][lL]|'[dD])|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}{1,3}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+";
-    const QWEN2: &str = r"(?:'[sS]|'[tT]|'[rR][eE]|'[vV][eE]|'[mM]|'[lL][lL]|'[dD])|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+";
-    match pre {
-        PreTokenizer::Default => &[r"[\p{P}\$\+<=>\^~\|]+", GPT2, r"\p{N}+", r"[0-9][0-9][0-9]"],
-        PreTokenizer::Gpt2 => &[GPT2],
-        PreTokenizer::Smollm => &[r"\p{N}", GPT2],
-        PreTokenizer::Llama3 => &[LLAMA3],
-        PreTokenizer::Qwen2 => &[QWEN2],
-    }
-}
-
 fn normalizer(pipeline: Pipeline) -> Value {
     match pipeline {
         Pipeline::ByteLevel(_) => Value::Null,
@@ -390,7 +375,8 @@ fn pre_tokenizer(pipeline: Pipeline) -> Value {
         // llama.cpp splits each regex's matches *and* the text between them into words, which
         // is `Split` with behaviour Isolated; the regexes already did ByteLevel's splitting.
         Pipeline::ByteLevel(pre) => {
-            let mut steps: Vec<Value> = split_patterns(pre)
+            let mut steps: Vec<Value> = pre
+                .patterns()
                 .iter()
                 .map(|p| {
                     json!({"type": "Split", "pattern": {"Regex": p},

@@ -69,7 +69,9 @@ impl PreTokenizer {
         matches!(self, Self::Llama3)
     }
 
-    fn patterns(self) -> &'static [&'static str] {
+    /// llama.cpp's regex list for this type, applied in order (each splits the pieces the
+    /// previous ones left); the tokenizer.json export writes the same list.
+    pub fn patterns(self) -> &'static [&'static str] {
         match self {
             Self::Default => &[r"[\p{P}\$\+<=>\^~\|]+", GPT2, r"\p{N}+", r"[0-9][0-9][0-9]"],
             Self::Gpt2 => &[GPT2],

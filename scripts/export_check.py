@@ -1,0 +1,274 @@
+#!/usr/bin/env python3
+"""Check dpo-lora's exports in the real clients: transformers, PEFT and llama.cpp.
+
+For each real model (SmolLM2: llama, Gemma 3: gemma3):
+  1. dpo-lora exports the base alone as a Hugging Face folder (f32).
+  2. PEFT makes a LoRA adapter on it (random, B non-zero, alpha != rank; rsLoRA for Gemma) and
+     saves it: dpo-lora has to read PEFT's own files.
+  3. `dpo-lora score --adapter` gives the reference log-probs (per completion sum).
+  4. dpo-lora exports peft, hf (f32 and bf16), gguf (f32 and the base's types) and gguf-lora.
+  5. transformers loads the merged f32 / bf16 folders; PEFT applies the exported adapter to the
+     base folder; llama.cpp (llama-cpp-python) loads the merged GGUF and base + LoRA GGUF.
+     Each one's log-probs on the fixture records are compared with step 3; llama.cpp generates.
+  6. The exported tokenizer.json is compared with llama.cpp's ids in the fixtures.
+
+Fails (exit 1) when transformers f32 or PEFT differ from dpo-lora by more than 5e-3 nats per
+completion sum, llama.cpp on f32 GGUFs (merged, or base + LoRA GGUF) by more than 0.05, or the
+tokenizer disagrees with llama.cpp. Writes a markdown report.
+Run through scripts/export-check.sh, which installs the clients.
+"""
+
+import argparse
+import json
+import math
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+TOL = 5e-3
+# llama.cpp's own f32 kernels against transformers/dpo-lora f32: ~1-3e-2 nats per sequence here.
+LLAMA_F32_TOL = 0.05
+TARGETS = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
+MODELS = {
+    # name: (file, rank, alpha, rslora)
+    "smollm2": ("SmolLM2-135M-Instruct.Q4_1.gguf", 4, 12.0, False),
+    "gemma3": ("gemma-3-270m-q4_k_m.gguf", 8, 4.0, True),
+}
+
+
+def sh(*args):
+    """Run dpo-lora; its stderr goes to ours, stdout is returned."""
+    r = subprocess.run([str(a) for a in args], stdout=subprocess.PIPE, text=True)
+    if r.returncode != 0:
+        sys.exit(f"failed ({r.returncode}): {' '.join(map(str, args))}")
+    return r.stdout
+
+
+def records(fixtures, name):
+    """Fixture records as (prompt_ids, chosen_ids, rejected_ids), llama.cpp's ids."""
+    t = json.loads((fixtures / name / "tokens.json").read_text())
+    return [(r["prompt_ids"], r["chosen_ids"], r["rejected_ids"]) for r in t["records"]]
+
+
+def records_jsonl(fixtures, name, out):
+    """The fixture records dpo-lora scores (Gemma has no chat template: plain ones only)."""
+    t = json.loads((fixtures / name / "tokens.json").read_text())
+    keep = {r["index"] for r in t["records"]}
+    lines = (fixtures / "records.jsonl").read_text().splitlines()
+    out.write_text("".join(l + "\n" for i, l in enumerate(lines) if i in keep))
+    return out
+
+
+def dpo_scores(bin_, model, adapter, data):
+    args = [bin_, "score", "-m", model, "--data", data]
+    if adapter:
+        args += ["--adapter", adapter]
+    rows = [json.loads(l) for l in sh(*args).splitlines()]
+    return [(r["chosen"], r["rejected"]) for r in rows]
+
+
+def seq_logp(logits_fn, prompt, completion):
+    ids = prompt + completion
+    lp = logits_fn(ids)  # (len(ids), vocab) log-softmax, float64
+    n = len(prompt)
+    return float(sum(lp[t - 1, ids[t]] for t in range(n, len(ids))))
+
+
+def torch_logps(model):
+    def f(ids):
+        with torch.no_grad():
+            out = model(torch.tensor([ids])).logits[0].double()
+        return torch.log_softmax(out, -1).numpy()
+    return f
+
+
+def llama_logps(llm):
+    def f(ids):
+        llm.reset()
+        llm.eval(ids)
+        x = np.array(llm.scores[: len(ids)], dtype=np.float64)
+        x -= x.max(-1, keepdims=True)
+        return x - np.log(np.exp(x).sum(-1, keepdims=True))
+    return f
+
+
+def score_all(fn, recs):
+    return [(seq_logp(fn, p, c), seq_logp(fn, p, r)) for p, c, r in recs]
+
+
+def max_diff(a, b):
+    return max(max(abs(x[0] - y[0]), abs(x[1] - y[1])) for x, y in zip(a, b))
+
+
+def make_peft_adapter(base_dir, out, rank, alpha, rslora, seed, zero=False):
+    from peft import LoraConfig, get_peft_model
+    from transformers import AutoModelForCausalLM
+
+    torch.manual_seed(seed)
+    m = AutoModelForCausalLM.from_pretrained(base_dir, dtype=torch.float32)
+    cfg = LoraConfig(r=rank, lora_alpha=alpha, target_modules=TARGETS, lora_dropout=0.0,
+                     use_rslora=rslora, task_type="CAUSAL_LM")
+    pm = get_peft_model(m, cfg)
+    with torch.no_grad():
+        for n, p in pm.named_parameters():
+            if "lora_B" in n:
+                p.copy_(torch.zeros_like(p) if zero else torch.randn_like(p) * 0.01)
+    pm.save_pretrained(out)
+
+
+def tokenizer_mismatches(folder, fixtures, name):
+    from transformers import AutoTokenizer
+
+    tok = AutoTokenizer.from_pretrained(folder)
+    strings = json.loads((fixtures / name / "strings_tokens.json").read_text())["strings"]
+    bad = 0
+    for s in strings:
+        if tok(s["text"], add_special_tokens=False).input_ids != s["parse_special_true"]:
+            bad += 1
+        if tok(s["text"], add_special_tokens=True).input_ids != s["add_special_true_parse_special_true"]:
+            bad += 1
+    return bad, 2 * len(strings)
+
+
+def check_model(name, a, report):
+    from llama_cpp import Llama
+    from peft import PeftModel
+    from transformers import AutoModelForCausalLM
+
+    file, rank, alpha, rslora = MODELS[name]
+    model = Path(a.models) / file
+    work = Path(a.work) / name
+    work.mkdir(parents=True, exist_ok=True)
+    fixtures = Path(a.fixtures)
+    recs = records(fixtures, name)
+    data = records_jsonl(fixtures, name, work / "records.jsonl")
+    bin_ = a.dpo_lora
+    ok = True
+
+    def export(fmt, out, *extra, adapter=None):
+        args = [bin_, "export", "-m", model, "--format", fmt, "--out", work / out, "--force", *extra]
+        if adapter:
+            args += ["--adapter", adapter]
+        sh(*args)
+        return work / out
+
+    base = export("hf", "hf-base", "--base-only", "--dtype", "f32")
+    make_peft_adapter(base, work / "peft-src", rank, alpha, rslora, seed=7)
+    src = work / "peft-src"
+    ref = dpo_scores(bin_, model, src, data)
+    plain = dpo_scores(bin_, model, None, data)
+    shift = max_diff(ref, plain)
+
+    peft_out = export("peft", "peft", adapter=src)
+    hf32 = export("hf", "hf-f32", "--dtype", "f32", adapter=src)
+    hf16 = export("hf", "hf-bf16", adapter=src)
+    g32 = export("gguf", "gguf-f32", "--quant", "f32", adapter=src)
+    gq = export("gguf", "gguf-base", adapter=src)
+    glora = export("gguf-lora", "gguf-lora", adapter=src)
+    # The base dequantized to f32 as a GGUF (merging an all-zero adapter), so llama.cpp can apply
+    # the LoRA GGUF without its quantized kernels in the way.
+    make_peft_adapter(base, work / "peft-zero", rank, alpha, rslora, seed=7, zero=True)
+    gbase32 = export("gguf", "gguf-base-f32", "--quant", "f32", adapter=work / "peft-zero")
+
+    rows = []
+
+    def row(what, scores, limit=None):
+        nonlocal ok
+        d = max_diff(scores, ref)
+        verdict = ""
+        if limit is not None:
+            verdict = "pass" if d <= limit else "FAIL"
+            ok &= d <= limit
+        rows.append((what, d, verdict))
+
+    rows.append(("dpo-lora score, base without the adapter (how much the adapter moves)", shift, ""))
+    m = AutoModelForCausalLM.from_pretrained(hf32, dtype=torch.float32).eval()
+    row("transformers, merged hf f32", score_all(torch_logps(m), recs), TOL)
+    del m
+    m = AutoModelForCausalLM.from_pretrained(hf16, dtype=torch.bfloat16).eval()
+    row("transformers, merged hf bf16 (bf16 compute)", score_all(torch_logps(m), recs))
+    del m
+    m = AutoModelForCausalLM.from_pretrained(hf16, dtype=torch.float32).eval()
+    row("transformers, merged hf bf16 weights, f32 compute", score_all(torch_logps(m), recs))
+    del m
+    bm = AutoModelForCausalLM.from_pretrained(base, dtype=torch.float32)
+    pm = PeftModel.from_pretrained(bm, peft_out).eval()
+    row("PEFT, exported adapter on the --base-only folder", score_all(torch_logps(pm), recs), TOL)
+    merged = pm.merge_and_unload()
+    del pm, bm, merged
+
+    llm = Llama(model_path=str(g32 / "model.gguf"), n_ctx=512, logits_all=True, verbose=False, seed=0)
+    row("llama.cpp, merged gguf f32", score_all(llama_logps(llm), recs), LLAMA_F32_TOL)
+    gen_merged = llm("The capital of France is", max_tokens=12, temperature=0.0)["choices"][0]["text"]
+    del llm
+    llm = Llama(model_path=str(gq / "model.gguf"), n_ctx=512, logits_all=True, verbose=False, seed=0)
+    row("llama.cpp, merged gguf at the base's quant types", score_all(llama_logps(llm), recs))
+    del llm
+    llm = Llama(model_path=str(model), lora_path=str(glora / "adapter.gguf"), n_ctx=512,
+                logits_all=True, verbose=False, seed=0)
+    with_lora = score_all(llama_logps(llm), recs)
+    row("llama.cpp, base gguf + LoRA gguf (quantized kernels)", with_lora)
+    gen_lora = llm("The capital of France is", max_tokens=12, temperature=0.0)["choices"][0]["text"]
+    del llm
+    llm = Llama(model_path=str(gbase32 / "model.gguf"), lora_path=str(glora / "adapter.gguf"),
+                n_ctx=512, logits_all=True, verbose=False, seed=0)
+    row("llama.cpp, f32 base gguf + LoRA gguf", score_all(llama_logps(llm), recs), LLAMA_F32_TOL)
+    del llm
+    llm = Llama(model_path=str(model), n_ctx=512, logits_all=True, verbose=False, seed=0)
+    base_cpp = score_all(llama_logps(llm), recs)
+    del llm
+    rows.append(("llama.cpp, base gguf alone vs dpo-lora base (kernel difference, context)",
+                 max_diff(base_cpp, plain), ""))
+    # The adapter's effect, which cancels llama.cpp's quantized-kernel error on the base.
+    effect = lambda a, b: [(x[0] - y[0], x[1] - y[1]) for x, y in zip(a, b)]
+    rows.append(("adapter effect: llama.cpp (base + LoRA gguf) - (base) vs dpo-lora's",
+                 max_diff(effect(with_lora, base_cpp), effect(ref, plain)), ""))
+
+    bad, total = tokenizer_mismatches(hf32, fixtures, name)
+    ok &= bad == 0
+
+    report.append(f"## {name} (`{file}`), adapter r={rank} alpha={alpha} rslora={rslora}, "
+                  f"{len(recs)} records\n")
+    report.append("| client | max abs difference per completion sum vs `dpo-lora score --adapter` (nats) | check |")
+    report.append("|---|---|---|")
+    for what, d, verdict in rows:
+        report.append(f"| {what} | {d:.2e} | {verdict} |")
+    report.append("")
+    report.append(f"- exported tokenizer.json vs llama.cpp ids: {bad} mismatches of {total}")
+    report.append(f"- llama.cpp generation, merged f32: {gen_merged!r}")
+    report.append(f"- llama.cpp generation, base + LoRA gguf: {gen_lora!r}\n")
+    return ok
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--dpo-lora", required=True)
+    ap.add_argument("--models", required=True)
+    ap.add_argument("--fixtures", required=True)
+    ap.add_argument("--work", required=True)
+    ap.add_argument("--report", required=True)
+    ap.add_argument("--only", choices=sorted(MODELS), action="append")
+    a = ap.parse_args()
+    torch.set_num_threads(os.cpu_count() or 1)
+    report = ["# dpo-lora exports in their real clients\n",
+              f"Made by `scripts/export-check.sh` on {time.strftime('%Y-%m-%d %H:%M')}: "
+              f"torch {torch.__version__}, transformers {__import__('transformers').__version__}, "
+              f"peft {__import__('peft').__version__}, llama-cpp-python {__import__('llama_cpp').__version__}.\n"]
+    ok = True
+    for name in a.only or sorted(MODELS):
+        t0 = time.time()
+        ok &= check_model(name, a, report)
+        print(f"{name}: {time.time() - t0:.0f} s", file=sys.stderr)
+    Path(a.report).write_text("\n".join(report) + "\n")
+    print("\n".join(report))
+    if not ok:
+        sys.exit("export check FAILED (see the report)")
+
+
+if __name__ == "__main__":
+    main()
