@@ -35,9 +35,13 @@ TOL = 5e-3
 LLAMA_F32_TOL = 0.05
 TARGETS = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
 MODELS = {
-    # name: (file, rank, alpha, rslora)
+    # name: (file in --models, or fixtures/<dir>/<file> for the tiny ones; rank, alpha, rslora)
     "smollm2": ("SmolLM2-135M-Instruct.Q4_1.gguf", 4, 12.0, False),
     "gemma3": ("gemma-3-270m-q4_k_m.gguf", 8, 4.0, True),
+    # Tiny random models cover the other architectures' configs: qwen2's q/k/v biases,
+    # qwen3's q/k norms.
+    "tiny/qwen2": ("tiny-qwen2-q8_0.gguf", 4, 8.0, False),
+    "tiny/qwen3": ("tiny-qwen3-q8_0.gguf", 2, 6.0, False),
 }
 
 
@@ -121,18 +125,38 @@ def make_peft_adapter(base_dir, out, rank, alpha, rslora, seed, zero=False):
     pm.save_pretrained(out)
 
 
+def config_diffs(ours, given):
+    """Dimension keys of the original transformers config that our config.json gets wrong."""
+    out = []
+    for k, v in given.items():
+        if k not in ours or k in ("torch_dtype", "dtype", "transformers_version", "use_cache",
+                                   "initializer_range", "_name_or_path"):
+            continue
+        w = ours[k]
+        same = (math.isclose(w, v, rel_tol=1e-6) if isinstance(v, float) and isinstance(w, (int, float))
+                else w == v)
+        if not same:
+            out.append(f"{k}: ours {w!r}, original {v!r}")
+    return out
+
+
 def tokenizer_mismatches(folder, fixtures, name):
+    """Strings (x2: without / with BOS-EOS) whose ids differ from llama.cpp's: through the
+    tokenizers library on our tokenizer.json, and through transformers' AutoTokenizer (which
+    may swap in its own class for a model type, e.g. Qwen2Tokenizer's NFC normalizer)."""
+    from tokenizers import Tokenizer
     from transformers import AutoTokenizer
 
-    tok = AutoTokenizer.from_pretrained(folder)
+    raw = Tokenizer.from_file(str(folder / "tokenizer.json"))
+    auto = AutoTokenizer.from_pretrained(folder)
     strings = json.loads((fixtures / name / "strings_tokens.json").read_text())["strings"]
-    bad = 0
+    bad_raw = bad_auto = 0
     for s in strings:
-        if tok(s["text"], add_special_tokens=False).input_ids != s["parse_special_true"]:
-            bad += 1
-        if tok(s["text"], add_special_tokens=True).input_ids != s["add_special_true_parse_special_true"]:
-            bad += 1
-    return bad, 2 * len(strings)
+        for special, want in ((False, s["parse_special_true"]),
+                              (True, s["add_special_true_parse_special_true"])):
+            bad_raw += raw.encode(s["text"], add_special_tokens=special).ids != want
+            bad_auto += auto(s["text"], add_special_tokens=special).input_ids != want
+    return bad_raw, bad_auto, 2 * len(strings), type(auto).__name__
 
 
 def check_model(name, a, report):
@@ -141,10 +165,10 @@ def check_model(name, a, report):
     from transformers import AutoModelForCausalLM
 
     file, rank, alpha, rslora = MODELS[name]
-    model = Path(a.models) / file
+    fixtures = Path(a.fixtures)
+    model = (fixtures / name if name.startswith("tiny/") else Path(a.models)) / file
     work = Path(a.work) / name
     work.mkdir(parents=True, exist_ok=True)
-    fixtures = Path(a.fixtures)
     recs = records(fixtures, name)
     data = records_jsonl(fixtures, name, work / "records.jsonl")
     bin_ = a.dpo_lora
@@ -229,7 +253,8 @@ def check_model(name, a, report):
     rows.append(("adapter effect: llama.cpp (base + LoRA gguf) - (base) vs dpo-lora's",
                  max_diff(effect(with_lora, base_cpp), effect(ref, plain)), ""))
 
-    bad, total = tokenizer_mismatches(hf32, fixtures, name)
+    bad, bad_auto, total, auto_class = (tokenizer_mismatches(hf32, fixtures, name)
+                  if (fixtures / name / "strings_tokens.json").exists() else (0, 0, 0, ""))
     ok &= bad == 0
 
     report.append(f"## {name} (`{file}`), adapter r={rank} alpha={alpha} rslora={rslora}, "
@@ -239,7 +264,15 @@ def check_model(name, a, report):
     for what, d, verdict in rows:
         report.append(f"| {what} | {d:.2e} | {verdict} |")
     report.append("")
-    report.append(f"- exported tokenizer.json vs llama.cpp ids: {bad} mismatches of {total}")
+    if total:
+        report.append(f"- exported tokenizer.json vs llama.cpp ids: {bad} mismatches of {total} "
+                      f"(tokenizers library); {bad_auto} through transformers' AutoTokenizer ({auto_class})")
+    given = fixtures / name / "config.json"
+    if given.exists():
+        diffs = config_diffs(json.loads((hf32 / "config.json").read_text()), json.loads(given.read_text()))
+        ok &= not diffs
+        report.append(f"- config.json vs the config the model was made from: "
+                      f"{'same dimensions' if not diffs else 'DIFFERS: ' + '; '.join(diffs)}")
     report.append(f"- llama.cpp generation, merged f32: {gen_merged!r}")
     report.append(f"- llama.cpp generation, base + LoRA gguf: {gen_lora!r}\n")
     return ok

@@ -159,7 +159,6 @@ fn config_json(base: &Loaded, dtype: HfDtype) -> Result<Value> {
         Arch::Qwen2 => {
             m.insert("hidden_act".into(), json!("silu"));
             m.insert("use_sliding_window".into(), json!(false));
-            m.insert("max_window_layers".into(), json!(c.n_layer));
         }
         Arch::Qwen3 => {
             m.insert("hidden_act".into(), json!("silu"));
