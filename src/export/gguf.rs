@@ -59,17 +59,10 @@ pub fn write(
         Value::String(format!("{name} (dpo-lora merged)")),
     );
 
-    let mut infos: Vec<(&String, u64)> = f
-        .content
-        .tensor_infos
-        .iter()
-        .map(|(n, i)| (n, i.offset))
-        .collect();
-    infos.sort_by_key(|(_, off)| *off);
     let mut stats = RequantStats::default();
     let mut fallbacks: Vec<String> = Vec::new();
-    let mut tensors: Vec<(String, QTensor)> = Vec::with_capacity(infos.len());
-    for (tname, _) in infos {
+    let mut tensors: Vec<(String, QTensor)> = Vec::new();
+    for tname in f.tensor_names() {
         let target = linear_of(tname, c.n_layer);
         let delta = match target {
             Some((il, t)) => merge::delta(lora, c, il, t, Layout::Gguf)?,
@@ -110,7 +103,7 @@ pub fn write(
                 qt
             }
         };
-        tensors.push((tname.clone(), qt));
+        tensors.push((tname.to_string(), qt));
     }
     write_gguf(&dir.join(FILE), &metadata, &tensors)?;
     report.notes.push(format!("quant {q}: {}", stats.summary()));

@@ -69,15 +69,8 @@ fn merged_tensors(
 ) -> Result<Vec<(String, candle_core::Tensor)>> {
     let f = &base.file;
     let c = &base.model.config;
-    let mut infos: Vec<(&String, u64)> = f
-        .content
-        .tensor_infos
-        .iter()
-        .map(|(n, i)| (n, i.offset))
-        .collect();
-    infos.sort_by_key(|(_, off)| *off);
-    let mut out = Vec::with_capacity(infos.len());
-    for (name, _) in infos {
+    let mut out = Vec::new();
+    for name in f.tensor_names() {
         let Some(hf) = names::hf_tensor(c, name) else {
             if name == "rope_freqs.weight" {
                 bail!(

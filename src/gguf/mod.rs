@@ -261,6 +261,18 @@ impl GgufFile {
         self.content.tensor_infos.contains_key(name)
     }
 
+    /// Tensor names in the order their data lies in the file (the order writers keep).
+    pub fn tensor_names(&self) -> Vec<&str> {
+        let mut v: Vec<(&str, u64)> = self
+            .content
+            .tensor_infos
+            .iter()
+            .map(|(n, i)| (n.as_str(), i.offset))
+            .collect();
+        v.sort_by_key(|(_, off)| *off);
+        v.into_iter().map(|(n, _)| n).collect()
+    }
+
     /// Shape of a tensor in candle order (rows first: a `(out, in)` matrix for a linear weight).
     pub fn tensor_shape(&self, name: &str) -> Option<&[usize]> {
         self.content.tensor_infos.get(name).map(|t| t.shape.dims())
