@@ -393,9 +393,8 @@ impl Model {
 }
 
 /// Row order that undoes llama.cpp's `permute` of Q/K for one projection with `n_head` heads:
-/// GGUF row `h·d + 2i + j` holds Hugging Face row `h·d + j·d/2 + i`.
-/// Row `i` of the Hugging Face Q/K matrix is row `perm[i]` of llama.cpp's (RoPE pairs
-/// interleaved in GGUF, split into halves in Hugging Face).
+/// GGUF row `h·d + 2i + j` holds Hugging Face row `h·d + j·d/2 + i`, so row `i` of the Hugging
+/// Face matrix is row `perm[i]` of llama.cpp's (exports use it and its inverse).
 pub fn unpermute_qk(n_head: usize, head_dim: usize) -> Vec<usize> {
     let half = head_dim / 2;
     let mut perm = vec![0; n_head * head_dim];
