@@ -10,6 +10,7 @@
 //! - [`tokenizer`]: llama.cpp-exact token ids from GGUF metadata (BPE, SPM) and chat templates.
 //! - [`data`]: JSONL preference records (TRL's formats) and their tokenization contract.
 //! - [`model`]: the frozen quantized base, LoRA adapters, the differentiable forward, log-probs.
+//! - [`device`]: `--device auto|cpu|cuda[:N]|metal` and what `auto` picks.
 //! - [`source`]: a model named by local path or Hugging Face Hub file.
 //! - [`export`]: PEFT, merged Hugging Face and GGUF folders, llama.cpp LoRA, Hub upload.
 //! - [`synth`]: tiny random GGUF models of every architecture, for tests and the tiny recipe.
@@ -17,6 +18,7 @@
 pub mod cli;
 pub mod cmd;
 pub mod data;
+pub mod device;
 pub mod export;
 pub mod gguf;
 pub mod loss;

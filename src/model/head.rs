@@ -158,6 +158,44 @@ pub fn token_logps(h: &Tensor, targets: &[u32], w: &QWeight) -> Result<Tensor> {
     logp + (&lin - lin.detach())?
 }
 
+/// [`token_logps`] from candle's device-generic ops, for GPUs: `blocks` are the output matrix's
+/// rows in quantized blocks on `h`'s device, `trow (n, hidden)` the target rows. Same streaming
+/// (online log-sum-exp over blocks, no graph kept) and the same first-order identity for the
+/// gradient.
+pub fn token_logps_blocks(
+    h: &Tensor,
+    trow: &Tensor,
+    blocks: &[candle_core::quantized::QTensor],
+) -> Result<Tensor> {
+    let (n, _) = h.dims2()?;
+    let dev = h.device();
+    let hd = h.detach().to_dtype(candle_core::DType::F32)?;
+    let mut m = Tensor::full(f32::NEG_INFINITY, (n, 1), dev)?;
+    let mut s = Tensor::zeros((n, 1), candle_core::DType::F32, dev)?;
+    let mut acc = Tensor::zeros_like(&hd)?;
+    for b in blocks {
+        let wc = b.dequantize(dev)?;
+        let lg = hd.matmul(&wc.t()?)?;
+        let new_m = m.maximum(&lg.max_keepdim(1)?)?;
+        let factor = (&m - &new_m)?.exp()?;
+        let p = lg.broadcast_sub(&new_m)?.exp()?;
+        s = ((s * &factor)? + p.sum_keepdim(1)?)?;
+        acc = (acc.broadcast_mul(&factor)? + p.matmul(&wc)?)?;
+        m = new_m;
+    }
+    let trow = trow.to_dtype(candle_core::DType::F32)?;
+    let logp = ((&hd * &trow)?.sum_keepdim(1)? - (m + s.log()?)?)?.squeeze(1)?;
+    if !h.track_op() {
+        return Ok(logp);
+    }
+    let jac = (trow - acc.broadcast_div(&s)?)?;
+    let lin = h
+        .to_dtype(candle_core::DType::F32)?
+        .mul(&jac)?
+        .sum(D::Minus1)?;
+    logp + (&lin - lin.detach())?
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

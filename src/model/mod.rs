@@ -52,7 +52,12 @@ pub struct Model {
     blocks: Vec<Block>,
     rope_freq_factors: Option<Vec<f32>>,
     device: Device,
+    /// The output matrix in quantized row blocks on the device, when the generic (GPU) path runs.
+    head_blocks: Option<Vec<candle_core::quantized::QTensor>>,
 }
+
+/// Rows per block of the output matrix on the generic path (Gemma: 16 blocks of 16,384 rows).
+const HEAD_BLOCK_ROWS: usize = 16_384;
 
 /// A token sequence and where its scored part starts: tokens `ids[score_from..]` are scored,
 /// each from the position before it (so `score_from >= 1`).
@@ -71,7 +76,59 @@ pub struct SeqLogps {
 }
 
 impl Model {
+    /// Load onto `device`. The weights are read and prepared on the host (llama's Q/K rows
+    /// reordered) and stay there for the CPU kernels; on another device they are copied there
+    /// once, still quantized, and every op runs through candle's generic ops.
     pub fn load(f: &GgufFile, device: &Device) -> std::result::Result<Self, GgufError> {
+        let mut m = Self::load_host(f)?;
+        if !device.is_cpu() {
+            m.use_device(device)
+                .map_err(|e| tensor_err(f, "(moving to the device)", e))?;
+        }
+        Ok(m)
+    }
+
+    /// Run every op through candle's device-generic path on `device` (what a GPU runs; on the
+    /// CPU this is for tests that compare the two paths).
+    pub fn use_device(&mut self, device: &Device) -> Result<()> {
+        for b in &mut self.blocks {
+            for l in [
+                &mut b.q,
+                &mut b.k,
+                &mut b.v,
+                &mut b.o,
+                &mut b.gate,
+                &mut b.up,
+                &mut b.down,
+            ] {
+                l.use_device(device)?;
+            }
+            for t in [&mut b.attn_norm, &mut b.ffn_norm] {
+                *t = t.to_device(device)?;
+            }
+            for t in [
+                &mut b.q_norm,
+                &mut b.k_norm,
+                &mut b.post_attn_norm,
+                &mut b.post_ffn_norm,
+            ]
+            .into_iter()
+            .flatten()
+            {
+                *t = t.to_device(device)?;
+            }
+        }
+        self.output_norm = self.output_norm.to_device(device)?;
+        self.head_blocks = Some(
+            self.output_weight()
+                .row_blocks_on(HEAD_BLOCK_ROWS, device)?,
+        );
+        self.device = device.clone();
+        Ok(())
+    }
+
+    fn load_host(f: &GgufFile) -> std::result::Result<Self, GgufError> {
+        let device = &Device::Cpu;
         let config = Config::from_gguf(f)?;
         let c = &config;
         let (hd, h) = (c.head_dim, c.hidden);
@@ -181,6 +238,7 @@ impl Model {
             blocks,
             rope_freq_factors,
             device: device.clone(),
+            head_blocks: None,
         })
     }
 
@@ -373,7 +431,13 @@ impl Model {
         let hidden = self.forward_hidden(&ids, &lengths, seq_len, adapters)?;
         let flat = hidden.reshape((seqs.len() * seq_len, self.config.hidden))?;
         let picked = flat.index_select(&Tensor::new(rows.as_slice(), &self.device)?, 0)?;
-        let tokens = head::token_logps(&picked, &targets, self.output_weight())?;
+        let tokens = match &self.head_blocks {
+            Some(blocks) => {
+                let trow = self.output_weight().gather_rows(&targets, &self.device)?;
+                head::token_logps_blocks(&picked, &trow, blocks)?
+            }
+            None => head::token_logps(&picked, &targets, self.output_weight())?,
+        };
         // sums = S (n_seq, n_tok) · tokens: a differentiable segment sum.
         let n_tok = targets.len();
         let mut seg = vec![0f32; seqs.len() * n_tok];

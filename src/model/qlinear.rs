@@ -4,10 +4,15 @@
 //! `g · W` and never forms a weight gradient (the base is frozen; `Tensor::matmul` would compute
 //! `xᵀ · g` for the weight on every step, and `QMatMul` drops the input gradient entirely).
 //! Does not: hold LoRA (see `lora`), which adds its own differentiable branch beside this one.
+//!
+//! Two ways to run: the CPU kernel (a custom op over the host [`QWeight`]), or, on a GPU (or when
+//! forced for tests), a copy of the quantized weight on the device, dequantized per forward and
+//! multiplied with candle's device-generic matmul (the weight stays quantized at rest).
 
 use std::sync::Arc;
 
-use candle_core::{CpuStorage, CustomOp1, Layout, Result, Shape, Tensor};
+use candle_core::quantized::{QStorage, QTensor};
+use candle_core::{CpuStorage, CustomOp1, Device, Layout, Result, Shape, Tensor};
 
 use super::qweight::QWeight;
 
@@ -16,6 +21,8 @@ use super::qweight::QWeight;
 pub struct QLinear {
     weight: Arc<QWeight>,
     bias: Option<Tensor>,
+    /// The quantized weight on the compute device, when the generic path is used.
+    on_device: Option<Arc<QTensor>>,
 }
 
 impl QLinear {
@@ -23,7 +30,20 @@ impl QLinear {
         Self {
             weight: Arc::new(weight),
             bias,
+            on_device: None,
         }
+    }
+
+    /// Run on `device` through candle's generic ops: the quantized weight (and the bias) are
+    /// copied there once; the host copy stays for exports and the CPU kernel.
+    pub fn use_device(&mut self, device: &Device) -> Result<()> {
+        let q = self.weight.qtensor();
+        let storage = QStorage::from_data(q.data()?, device, q.dtype())?;
+        self.on_device = Some(Arc::new(QTensor::new(storage, q.shape().clone())?));
+        if let Some(b) = &self.bias {
+            self.bias = Some(b.to_device(device)?);
+        }
+        Ok(())
     }
 
     pub fn weight(&self) -> &QWeight {
@@ -53,9 +73,13 @@ impl QLinear {
         }
         let n = x.elem_count() / in_f.max(1);
         let x2 = x.reshape((n, in_f))?.contiguous()?;
-        let y = x2.apply_op1(QMatMulOp {
-            weight: self.weight.clone(),
-        })?;
+        let y = match &self.on_device {
+            // The dequantized weight is a constant here: only x's gradient flows.
+            Some(q) => x2.matmul(&q.dequantize(x.device())?.to_dtype(x.dtype())?.t()?)?,
+            None => x2.apply_op1(QMatMulOp {
+                weight: self.weight.clone(),
+            })?,
+        };
         let mut out_dims = dims;
         *out_dims.last_mut().unwrap() = self.out_features();
         let y = y.reshape(out_dims)?;

@@ -103,6 +103,23 @@ impl QWeight {
         Self::new(QTensor::new(storage, (self.rows, self.cols))?)
     }
 
+    /// The matrix as quantized blocks of at most `rows` rows each on `device`, for the generic
+    /// (GPU) log-prob head, which dequantizes one block at a time.
+    pub fn row_blocks_on(&self, rows: usize, device: &Device) -> Result<Vec<QTensor>> {
+        let rb = self.row_bytes();
+        let data = self.data()?;
+        let mut out = Vec::new();
+        let mut r0 = 0;
+        while r0 < self.rows {
+            let r1 = (r0 + rows.max(1)).min(self.rows);
+            let storage =
+                QStorage::from_data(Cow::Borrowed(&data[r0 * rb..r1 * rb]), device, self.dtype())?;
+            out.push(QTensor::new(storage, (r1 - r0, self.cols))?);
+            r0 = r1;
+        }
+        Ok(out)
+    }
+
     /// Dequantize rows `r0..r1` into `out` (length `(r1 - r0) * cols`).
     pub fn dequantize_rows(&self, r0: usize, r1: usize, out: &mut [f32]) -> Result<()> {
         let data = self.data()?;

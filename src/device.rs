@@ -1,0 +1,184 @@
+//! Which device a command runs on: `--device auto|cpu|cuda[:N]|metal`, and `device:` in a recipe.
+//!
+//! Owns: parsing the choice, resolving `auto` (CUDA, then Metal, then the CPU), saying which one
+//! was picked, and a clear error when a device was asked for that this build or machine lacks.
+//! The CPU build carries no GPU code: `cuda` needs `--features cuda` (scripts/build-cuda.sh),
+//! `metal` needs `--features metal`.
+
+use std::fmt;
+use std::str::FromStr;
+
+use candle_core::Device;
+use serde::{Deserialize, Serialize};
+
+/// A device as the user names it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum DeviceChoice {
+    /// The first of CUDA device 0, Metal, the CPU that this build and machine have.
+    #[default]
+    Auto,
+    Cpu,
+    Cuda(usize),
+    Metal,
+}
+
+impl FromStr for DeviceChoice {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        let s = s.trim().to_ascii_lowercase();
+        match s.as_str() {
+            "auto" => Ok(Self::Auto),
+            "cpu" => Ok(Self::Cpu),
+            "cuda" | "gpu" => Ok(Self::Cuda(0)),
+            "metal" | "mps" => Ok(Self::Metal),
+            other => match other.strip_prefix("cuda:").map(str::parse::<usize>) {
+                Some(Ok(n)) => Ok(Self::Cuda(n)),
+                _ => Err(format!(
+                    "unknown device `{s}`; use auto, cpu, cuda, cuda:N or metal"
+                )),
+            },
+        }
+    }
+}
+
+impl fmt::Display for DeviceChoice {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Auto => f.write_str("auto"),
+            Self::Cpu => f.write_str("cpu"),
+            Self::Cuda(n) => write!(f, "cuda:{n}"),
+            Self::Metal => f.write_str("metal"),
+        }
+    }
+}
+
+impl Serialize for DeviceChoice {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&self.to_string())
+    }
+}
+
+impl<'de> Deserialize<'de> for DeviceChoice {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        String::deserialize(d)?
+            .parse()
+            .map_err(serde::de::Error::custom)
+    }
+}
+
+/// The device could not be opened.
+#[derive(Debug, thiserror::Error)]
+pub enum DeviceError {
+    #[error("--device {0}: this dpo-lora was built without {1} support; build it with `{2}`")]
+    NotBuilt(DeviceChoice, &'static str, &'static str),
+    #[error("--device {0}: {1}")]
+    Open(DeviceChoice, String),
+}
+
+impl DeviceChoice {
+    /// Open the device. `auto` never fails: it falls back to the CPU.
+    pub fn open(self) -> Result<Device, DeviceError> {
+        match self {
+            Self::Cpu => Ok(Device::Cpu),
+            Self::Cuda(n) => {
+                if !cfg!(feature = "cuda") {
+                    return Err(DeviceError::NotBuilt(self, "CUDA", "scripts/build-cuda.sh"));
+                }
+                Device::new_cuda(n).map_err(|e| DeviceError::Open(self, first_line(&e)))
+            }
+            Self::Metal => {
+                if !cfg!(feature = "metal") {
+                    return Err(DeviceError::NotBuilt(
+                        self,
+                        "Metal",
+                        "cargo build --release --features metal",
+                    ));
+                }
+                Device::new_metal(0).map_err(|e| DeviceError::Open(self, first_line(&e)))
+            }
+            Self::Auto => {
+                if candle_core::utils::cuda_is_available() {
+                    if let Ok(d) = Device::new_cuda(0) {
+                        return Ok(d);
+                    }
+                }
+                if candle_core::utils::metal_is_available() {
+                    if let Ok(d) = Device::new_metal(0) {
+                        return Ok(d);
+                    }
+                }
+                Ok(Device::Cpu)
+            }
+        }
+    }
+
+    /// [`open`](Self::open), then say on stderr which device was picked (and why, for `auto`).
+    pub fn open_and_report(self) -> Result<Device, DeviceError> {
+        let d = self.open()?;
+        let what = describe(&d);
+        match self {
+            Self::Auto => {
+                let built: Vec<&str> = [
+                    ("cuda", cfg!(feature = "cuda")),
+                    ("metal", cfg!(feature = "metal")),
+                ]
+                .iter()
+                .filter(|(_, b)| *b)
+                .map(|(n, _)| *n)
+                .collect();
+                let why = if d.is_cpu() && built.is_empty() {
+                    " (this build has no GPU support)"
+                } else if d.is_cpu() {
+                    " (no GPU found)"
+                } else {
+                    ""
+                };
+                eprintln!("device: {what} (auto){why}");
+            }
+            _ => eprintln!("device: {what}"),
+        }
+        Ok(d)
+    }
+}
+
+/// A device in words, for logs and reports.
+pub fn describe(d: &Device) -> String {
+    match d {
+        Device::Cpu => format!(
+            "cpu ({} threads)",
+            std::thread::available_parallelism().map_or(1, |n| n.get())
+        ),
+        Device::Cuda(_) => "cuda".into(),
+        Device::Metal(_) => "metal".into(),
+    }
+}
+
+fn first_line(e: &candle_core::Error) -> String {
+    e.to_string().lines().next().unwrap_or("").to_string()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_and_falls_back() {
+        assert_eq!("auto".parse(), Ok(DeviceChoice::Auto));
+        assert_eq!("CUDA:1".parse(), Ok(DeviceChoice::Cuda(1)));
+        assert_eq!("cuda".parse(), Ok(DeviceChoice::Cuda(0)));
+        assert!("tpu"
+            .parse::<DeviceChoice>()
+            .unwrap_err()
+            .contains("cuda:N"));
+        assert!(DeviceChoice::Cpu.open().unwrap().is_cpu());
+        // This machine has no GPU: auto must land on the CPU whatever the build.
+        if !cfg!(any(feature = "cuda", feature = "metal")) {
+            assert!(DeviceChoice::Auto.open().unwrap().is_cpu());
+            let e = DeviceChoice::Cuda(0).open().unwrap_err().to_string();
+            assert!(
+                e.contains("built without CUDA") && e.contains("build-cuda.sh"),
+                "{e}"
+            );
+        }
+    }
+}
