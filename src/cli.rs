@@ -89,6 +89,9 @@ pub struct ModelArg {
     /// A local .gguf file, or hf:OWNER/REPO/FILE.gguf to fetch it from the Hugging Face Hub.
     #[arg(long, short = 'm')]
     pub model: String,
+    /// auto (CUDA, then Metal, then the CPU), cpu, cuda, cuda:N or metal.
+    #[arg(long, default_value = "auto")]
+    pub device: crate::device::DeviceChoice,
 }
 
 #[derive(Debug, Args)]
@@ -104,6 +107,9 @@ pub struct RunArgs {
     /// No progress bar.
     #[arg(long)]
     pub quiet: bool,
+    /// Overrides the recipe's `device`: auto, cpu, cuda, cuda:N or metal.
+    #[arg(long)]
+    pub device: Option<crate::device::DeviceChoice>,
 }
 
 #[derive(Debug, Args)]

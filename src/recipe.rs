@@ -17,6 +17,9 @@ use crate::model::Target;
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Recipe {
+    /// Where to train: auto (CUDA, then Metal, then the CPU), cpu, cuda, cuda:N, metal.
+    #[serde(default)]
+    pub device: crate::device::DeviceChoice,
     pub model: ModelSection,
     pub data: DataSection,
     #[serde(default)]

@@ -30,9 +30,14 @@ pub fn tokenizer(f: &GgufFile) -> Result<Tokenizer> {
 impl Loaded {
     /// The model and its tokenizer, on the CPU; checks they agree on the vocabulary.
     pub fn open(spec: &str) -> Result<Self> {
+        Self::open_on(spec, &Device::Cpu)
+    }
+
+    /// [`open`](Self::open) with the model on `device` (see `device::DeviceChoice`).
+    pub fn open_on(spec: &str, device: &Device) -> Result<Self> {
         let file = open_file(spec)?;
         let tok = tokenizer(&file)?;
-        let model = Model::load(&file, &Device::Cpu)?;
+        let model = Model::load(&file, device)?;
         if tok.vocab_size() > model.config.vocab {
             anyhow::bail!(
                 "{}: the tokenizer has {} tokens but token_embd.weight has {} rows",

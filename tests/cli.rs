@@ -351,3 +351,66 @@ fn hub_name_offline_names_the_local_alternative() {
         .unwrap();
     assert_user_error(&o, &["someone/some-model-GGUF/model.Q4_0.gguf", "--model"]);
 }
+
+#[test]
+fn device_auto_picks_the_cpu_here_and_cuda_needs_a_cuda_build() {
+    let model = tiny("llama");
+    let data = common::fixtures().join("records.jsonl");
+    let o = run(&[
+        "score",
+        "-m",
+        model.to_str().unwrap(),
+        "--data",
+        data.to_str().unwrap(),
+    ]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let e = stderr(&o);
+    assert!(
+        e.lines()
+            .any(|l| l.starts_with("device: cpu") && l.contains("(auto)")),
+        "{e}"
+    );
+    let cpu = run(&[
+        "score",
+        "-m",
+        model.to_str().unwrap(),
+        "--data",
+        data.to_str().unwrap(),
+        "--device",
+        "cpu",
+    ]);
+    assert_eq!(
+        cpu.stdout, o.stdout,
+        "auto and cpu must score the same here"
+    );
+    if !cfg!(feature = "cuda") {
+        let o = run(&[
+            "score",
+            "-m",
+            model.to_str().unwrap(),
+            "--data",
+            data.to_str().unwrap(),
+            "--device",
+            "cuda",
+        ]);
+        assert_user_error(
+            &o,
+            &["--device cuda:0", "without CUDA", "scripts/build-cuda.sh"],
+        );
+    }
+    let o = run(&[
+        "score",
+        "-m",
+        model.to_str().unwrap(),
+        "--data",
+        data.to_str().unwrap(),
+        "--device",
+        "tpu",
+    ]);
+    assert_eq!(o.status.code(), Some(2));
+    assert!(
+        stderr(&o).contains("unknown device `tpu`"),
+        "{}",
+        stderr(&o)
+    );
+}

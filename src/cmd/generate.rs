@@ -12,7 +12,7 @@ use crate::model::Adapters;
 use crate::tokenizer::Message;
 
 pub fn run(a: GenerateArgs) -> Result<()> {
-    let (f, model, tok) = super::load(&a.model.model)?;
+    let (f, model, tok) = super::load(&a.model)?;
     let lora = super::adapter(a.adapter.as_deref(), &model)?;
     let adapters = lora.as_ref().map_or(Adapters::Off, Adapters::On);
     if !(a.temperature >= 0.0 && a.temperature.is_finite()) {

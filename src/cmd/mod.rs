@@ -29,9 +29,10 @@ pub fn run(cli: Cli) -> Result<()> {
 
 pub(crate) use crate::session::{open_file as open, tokenizer};
 
-/// The model and its tokenizer, on the CPU.
-pub(crate) fn load(model: &str) -> Result<(GgufFile, Model, Tokenizer)> {
-    let l = crate::session::Loaded::open(model)?;
+/// The model (on the device asked for) and its tokenizer.
+pub(crate) fn load(a: &crate::cli::ModelArg) -> Result<(GgufFile, Model, Tokenizer)> {
+    let device = a.device.open_and_report()?;
+    let l = crate::session::Loaded::open_on(&a.model, &device)?;
     Ok((l.file, l.model, l.tok))
 }
 
@@ -41,11 +42,7 @@ pub(crate) fn adapter(
     model: &Model,
 ) -> Result<Option<crate::model::Lora>> {
     match dir {
-        Some(d) => Ok(Some(crate::model::peft::load(
-            d,
-            model,
-            &candle_core::Device::Cpu,
-        )?)),
+        Some(d) => Ok(Some(crate::model::peft::load(d, model, model.device())?)),
         None => Ok(None),
     }
 }

@@ -10,7 +10,10 @@ use crate::recipe::Recipe;
 use crate::train::{self, Options, Outcome};
 
 pub fn run(a: RunArgs) -> Result<()> {
-    let recipe = Recipe::load(&a.recipe, &a.set)?;
+    let mut recipe = Recipe::load(&a.recipe, &a.set)?;
+    if let Some(d) = a.device {
+        recipe.device = d;
+    }
     // A push that cannot work is found now, not after training.
     if recipe.output.export.iter().any(|e| e.push_to_hub.is_some())
         && crate::export::hub::HubAccess::from_env().token.is_none()

@@ -11,7 +11,7 @@ use crate::data::{encode_pair, read_jsonl};
 use crate::model::{Adapters, Scored};
 
 pub fn run(a: ScoreArgs) -> Result<()> {
-    let (_f, model, tok) = super::load(&a.model.model)?;
+    let (_f, model, tok) = super::load(&a.model)?;
     let lora = super::adapter(a.adapter.as_deref(), &model)?;
     let adapters = lora.as_ref().map_or(Adapters::Off, Adapters::On);
     let records = read_jsonl(&a.data)?;

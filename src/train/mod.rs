@@ -22,7 +22,7 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use anyhow::{bail, Context, Result};
-use candle_core::{Device, Tensor};
+use candle_core::Tensor;
 use indicatif::{ProgressBar, ProgressStyle};
 
 use crate::data::batch::{load_pairs, split_eval, Limits, Order, PairSet, TrainPair};
@@ -171,7 +171,8 @@ impl Ctx<'_> {
 pub fn run(recipe: &Recipe, opts: &Options) -> Result<Outcome> {
     let out_dir = &recipe.output.dir;
     prepare_output(out_dir, opts.resume)?;
-    let loaded = Loaded::open(&recipe.model.path).context("model.path")?;
+    let device = recipe.device.open_and_report().context("device")?;
+    let loaded = Loaded::open_on(&recipe.model.path, &device).context("model.path")?;
     let limits = Limits::from_recipe(&recipe.data, &loaded.tok);
     let train_all = load_pairs(&recipe.data.train, &loaded.tok, &limits).context("data.train")?;
     let (train, eval) = match &recipe.data.eval {
@@ -213,7 +214,7 @@ pub fn run(recipe: &Recipe, opts: &Options) -> Result<Outcome> {
     let model = &loaded.model;
     let (lora, frozen_init) = match &recipe.lora.init_from {
         Some(dir) => {
-            let l = peft::load(dir, model, &Device::Cpu).context("lora.init_from")?;
+            let l = peft::load(dir, model, loaded.model.device()).context("lora.init_from")?;
             let lc = &recipe.lora;
             if l.config.rank != lc.rank
                 || l.config.targets != lc.target_modules
@@ -242,7 +243,7 @@ pub fn run(recipe: &Recipe, opts: &Options) -> Result<Outcome> {
                     model.config.n_layer,
                     |il, t| model.linear_dims(il, t),
                     t.seed,
-                    &Device::Cpu,
+                    loaded.model.device(),
                 )?,
                 None,
             )
@@ -267,7 +268,7 @@ pub fn run(recipe: &Recipe, opts: &Options) -> Result<Outcome> {
     let mut start_step = 0;
     if opts.resume {
         if let Some((dir, st)) = checkpoint::latest(out_dir) {
-            let saved = peft::load(&dir.join("adapter"), model, &Device::Cpu)
+            let saved = peft::load(&dir.join("adapter"), model, loaded.model.device())
                 .with_context(|| format!("{}: resume", dir.display()))?;
             for (k, l) in &lora.layers {
                 let s = saved.layers.get(k).with_context(|| {
@@ -281,7 +282,11 @@ pub fn run(recipe: &Recipe, opts: &Options) -> Result<Outcome> {
                 l.a.set(s.a.as_tensor())?;
                 l.b.set(s.b.as_tensor())?;
             }
-            opt.load(&dir.join("optimizer.safetensors"), st.step, &Device::Cpu)?;
+            opt.load(
+                &dir.join("optimizer.safetensors"),
+                st.step,
+                loaded.model.device(),
+            )?;
             if st.seed != t.seed {
                 bail!("{}: the checkpoint was made with train.seed {}, the recipe says {}; resume with the same recipe", dir.display(), st.seed, t.seed);
             }

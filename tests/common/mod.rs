@@ -17,12 +17,16 @@ pub fn stderr(o: &Output) -> String {
     String::from_utf8_lossy(&o.stderr).to_string()
 }
 
-/// Exit code 2, one line on stderr starting with `error:` and containing every `needle`, no panic.
+/// Exit code 2, one line on stderr starting with `error:` and containing every `needle`, no panic
+/// (besides the `device: ...` line a command prints once it has picked its device).
 pub fn assert_user_error(o: &Output, needles: &[&str]) {
     let e = stderr(o);
     assert_eq!(o.status.code(), Some(2), "exit code; stderr: {e}");
     assert!(!e.contains("panicked"), "panic: {e}");
-    let lines: Vec<&str> = e.lines().filter(|l| !l.trim().is_empty()).collect();
+    let lines: Vec<&str> = e
+        .lines()
+        .filter(|l| !l.trim().is_empty() && !l.starts_with("device: "))
+        .collect();
     assert_eq!(lines.len(), 1, "expected one line, got: {e}");
     assert!(lines[0].starts_with("error: "), "{e}");
     for n in needles {
