@@ -216,3 +216,33 @@ fn list_files(dir: &Path) -> Result<Vec<(String, u64)>> {
     files.sort();
     Ok(files)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_failed_export_leaves_the_old_folder_and_no_temporary() {
+        let t = tempfile::tempdir().unwrap();
+        let out = t.path().join("out");
+        std::fs::create_dir(&out).unwrap();
+        std::fs::write(out.join("good.txt"), "old").unwrap();
+        {
+            let s = Staging::new(&out, true).unwrap();
+            std::fs::write(s.dir().join("half.bin"), "partial").unwrap();
+            // dropped without commit: the export failed part-way
+        }
+        let names: Vec<String> = std::fs::read_dir(t.path())
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
+        assert_eq!(names, ["out"]);
+        assert_eq!(std::fs::read_to_string(out.join("good.txt")).unwrap(), "old");
+        let s = Staging::new(&out, true).unwrap();
+        std::fs::write(s.dir().join("new.txt"), "new").unwrap();
+        s.commit().unwrap();
+        assert!(!out.join("good.txt").exists());
+        assert_eq!(std::fs::read_to_string(out.join("new.txt")).unwrap(), "new");
+        assert!(Staging::new(&out, false).is_err());
+    }
+}
