@@ -120,22 +120,3 @@ pub fn attention(q: &Tensor, k: &Tensor, v: &Tensor, mask: &Tensor, scale: f64) 
     let p = softmax_last_dim(&scores.broadcast_add(mask)?)?;
     p.matmul(&v.contiguous()?)
 }
-
-/// The gated MLP's activation.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Activation {
-    /// `x · sigmoid(x)`: llama, qwen2, qwen3.
-    Silu,
-    /// tanh-approximated GELU (`gelu_pytorch_tanh`): gemma3. candle-transformers'
-    /// quantized_gemma3 uses SiLU here, which doubles the perplexity (FACTS.md).
-    GeluTanh,
-}
-
-impl Activation {
-    pub fn apply(self, x: &Tensor) -> Result<Tensor> {
-        match self {
-            Activation::Silu => x.silu(),
-            Activation::GeluTanh => candle_core::Tensor::gelu(x),
-        }
-    }
-}

@@ -11,6 +11,7 @@
 //! `modeling_qwen2/3.py`, `modeling_gemma3.py`; llama.cpp `src/models/*.cpp`.
 
 pub mod config;
+pub mod fused;
 pub mod head;
 pub mod layers;
 pub mod lora;
