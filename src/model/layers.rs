@@ -1,18 +1,11 @@
-//! Differentiable building blocks made only of candle ops that have a backward.
+//! Differentiable building blocks made only of candle ops that have a backward, and the rotary
+//! tables and attention masks the fused ops (see `fused`) read.
 //!
-//! candle's fused `rms_norm`, `softmax_last_dim` and `rotary_emb::rope*` return correct values but
-//! silently drop gradients (FACTS.md), so nothing here calls them. Shapes: `b_sz` batch,
-//! `seq_len` positions, `n_head` / `n_kv_head` heads, `head_dim`.
+//! candle's own fused `rms_norm`, `softmax_last_dim` and `rotary_emb::rope*` return correct
+//! values but silently drop gradients (FACTS.md), so nothing here calls them. Shapes: `b_sz`
+//! batch, `seq_len` positions, `n_head` / `n_kv_head` heads, `head_dim`.
 
 use candle_core::{Device, Result, Tensor, D};
-
-/// `x / sqrt(mean(x²) + eps) * w` over the last dimension. `w` is used as stored: for Gemma the
-/// GGUF already holds `1 + w` (llama.cpp's converter adds the 1).
-pub fn rms_norm(x: &Tensor, w: &Tensor, eps: f64) -> Result<Tensor> {
-    let ms = x.sqr()?.mean_keepdim(D::Minus1)?;
-    let inv = (ms + eps)?.sqrt()?.recip()?;
-    x.broadcast_mul(&inv)?.broadcast_mul(w)
-}
 
 /// Softmax over the last dimension; the row max is a constant (its gradient cancels exactly).
 pub fn softmax_last_dim(x: &Tensor) -> Result<Tensor> {

@@ -23,7 +23,8 @@ use candle_core::{Device, Result, Tensor};
 
 use crate::gguf::{GgufError, GgufFile};
 pub use config::{Arch, Config};
-use layers::{apply_rope, attention, attention_mask, rms_norm, rope_tables};
+use fused::rms_norm;
+use layers::{apply_rope, attention, attention_mask, rope_tables};
 pub use lora::{Adapters, Lora, LoraConfig, LoraLinear, Target};
 use qlinear::QLinear;
 use qweight::QWeight;
@@ -303,14 +304,16 @@ impl Model {
             };
             // attention
             let h = rms_norm(&x, &b.attn_norm, c.rms_eps)?;
+            // (B, T, H, D): the q/k norms run here, where each head's row is contiguous
             let q = self
                 .lin(il, Target::QProj, &h, adapters)?
-                .reshape((b_sz, seq_len, c.n_head, hd))?
-                .transpose(1, 2)?;
-            let k = self
-                .lin(il, Target::KProj, &h, adapters)?
-                .reshape((b_sz, seq_len, c.n_kv_head, hd))?
-                .transpose(1, 2)?;
+                .reshape((b_sz, seq_len, c.n_head, hd))?;
+            let k = self.lin(il, Target::KProj, &h, adapters)?.reshape((
+                b_sz,
+                seq_len,
+                c.n_kv_head,
+                hd,
+            ))?;
             let v = self
                 .lin(il, Target::VProj, &h, adapters)?
                 .reshape((b_sz, seq_len, c.n_kv_head, hd))?
@@ -321,6 +324,8 @@ impl Model {
                 }
                 _ => (q, k),
             };
+            // (B, H, T, D)
+            let (q, k) = (q.transpose(1, 2)?, k.transpose(1, 2)?);
             let q = apply_rope(&q.contiguous()?, cos, sin)?;
             let k = apply_rope(&k.contiguous()?, cos, sin)?;
             let a = attention(&q, &k, &v, mask, c.attn_scale)?;
