@@ -187,14 +187,6 @@ impl Activation {
         }
     }
 
-    /// `act(x)` from composed candle ops (the unfused path).
-    pub fn apply(self, x: &Tensor) -> Result<Tensor> {
-        match self {
-            Activation::Silu => x.silu(),
-            Activation::GeluTanh => x.gelu(),
-        }
-    }
-
     /// `act(gate) · up`, elementwise; `gate` and `up` have the same shape. Gradients flow to both.
     pub fn gated(self, gate: &Tensor, up: &Tensor) -> Result<Tensor> {
         if gate.dims() != up.dims() {
@@ -591,7 +583,7 @@ mod tests {
             "silu",
             &[gate.clone(), up.clone()],
             |x| Activation::Silu.gated(&x[0], &x[1]),
-            |x| x[0].silu()?.mul(&x[1]),
+            |x| x[0].silu()?.mul(&x[1]), // the composed form it replaced
         );
         check(
             "gelu_tanh",

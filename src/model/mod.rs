@@ -337,12 +337,10 @@ impl Model {
             x = (x + o)?;
             // MLP
             let h = rms_norm(&x, &b.ffn_norm, c.rms_eps)?;
-            let g = c
-                .arch
-                .activation()
-                .apply(&self.lin(il, Target::GateProj, &h, adapters)?)?;
+            let g = self.lin(il, Target::GateProj, &h, adapters)?;
             let u = self.lin(il, Target::UpProj, &h, adapters)?;
-            let mut m = self.lin(il, Target::DownProj, &(g * u)?, adapters)?;
+            let gu = c.arch.activation().gated(&g, &u)?;
+            let mut m = self.lin(il, Target::DownProj, &gu, adapters)?;
             if let Some(n) = &b.post_ffn_norm {
                 m = rms_norm(&m, n, c.rms_eps)?;
             }
