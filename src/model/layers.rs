@@ -56,15 +56,6 @@ pub fn rope_tables(
     ))
 }
 
-/// `x (b_sz, n_head, seq_len, head_dim)` rotated: `x·cos + rotate_half(x)·sin`.
-pub fn apply_rope(x: &Tensor, cos: &Tensor, sin: &Tensor) -> Result<Tensor> {
-    let d = x.dim(D::Minus1)?;
-    let x1 = x.narrow(D::Minus1, 0, d / 2)?;
-    let x2 = x.narrow(D::Minus1, d / 2, d / 2)?;
-    let rot = Tensor::cat(&[&x2.neg()?, &x1], D::Minus1)?;
-    x.broadcast_mul(cos)?.add(&rot.broadcast_mul(sin)?)
-}
-
 /// Additive attention mask `(b_sz, 1, seq_len, seq_len)`: 0 where query `i` may see key `j`
 /// (causal, inside the sequence's own length, and `i - j < window` when a window is given),
 /// `-inf` elsewhere. Padding is on the right, so real tokens never see padding; a padded query

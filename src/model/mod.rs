@@ -23,8 +23,8 @@ use candle_core::{Device, Result, Tensor};
 
 use crate::gguf::{GgufError, GgufFile};
 pub use config::{Arch, Config};
-use fused::rms_norm;
-use layers::{apply_rope, attention, attention_mask, rope_tables};
+use fused::{rms_norm, rope};
+use layers::{attention, attention_mask, rope_tables};
 pub use lora::{Adapters, Lora, LoraConfig, LoraLinear, Target};
 use qlinear::QLinear;
 use qweight::QWeight;
@@ -326,8 +326,8 @@ impl Model {
             };
             // (B, H, T, D)
             let (q, k) = (q.transpose(1, 2)?, k.transpose(1, 2)?);
-            let q = apply_rope(&q.contiguous()?, cos, sin)?;
-            let k = apply_rope(&k.contiguous()?, cos, sin)?;
+            let q = rope(&q, cos, sin)?;
+            let k = rope(&k, cos, sin)?;
             let a = attention(&q, &k, &v, mask, c.attn_scale)?;
             let a = a.transpose(1, 2)?.reshape((b_sz, seq_len, c.n_head * hd))?;
             let mut o = self.lin(il, Target::OProj, &a, adapters)?;
