@@ -5,15 +5,9 @@
 //! values but silently drop gradients (FACTS.md), so nothing here calls them. Shapes: `b_sz`
 //! batch, `seq_len` positions, `n_head` / `n_kv_head` heads, `head_dim`.
 
-use candle_core::{Device, Result, Tensor, D};
+use candle_core::{Device, Result, Tensor};
 
-/// Softmax over the last dimension; the row max is a constant (its gradient cancels exactly).
-pub fn softmax_last_dim(x: &Tensor) -> Result<Tensor> {
-    let max = x.max_keepdim(D::Minus1)?.detach();
-    let e = x.broadcast_sub(&max)?.exp()?;
-    let s = e.sum_keepdim(D::Minus1)?;
-    e.broadcast_div(&s)
-}
+use super::fused::masked_softmax;
 
 /// Rotary tables for positions `0..seq_len`: `(cos, sin)`, each `(seq_len, head_dim)` with the
 /// half-split ("NEOX", Hugging Face `rotate_half`) layout. Computed in f32 like HF:
@@ -100,7 +94,7 @@ pub fn attention(q: &Tensor, k: &Tensor, v: &Tensor, mask: &Tensor, scale: f64) 
     let n_rep = q.dim(1)? / k.dim(1)?;
     let k = repeat_kv(k, n_rep)?;
     let v = repeat_kv(v, n_rep)?;
-    let scores = (q.contiguous()?.matmul(&k.t()?.contiguous()?)? * scale)?;
-    let p = softmax_last_dim(&scores.broadcast_add(mask)?)?;
+    let scores = q.contiguous()?.matmul(&k.t()?.contiguous()?)?;
+    let p = masked_softmax(&scores, mask, scale)?;
     p.matmul(&v.contiguous()?)
 }
