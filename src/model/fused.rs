@@ -269,11 +269,12 @@ impl CustomOp2 for Gated {
 // ---------------------------------------------------------------------------------------------
 // RoPE
 
-/// `x (b_sz, n_head, seq_len, head_dim)` rotated in the half-split ("NEOX", Hugging Face
-/// `rotate_half`) layout: `x·cos + rotate_half(x)·sin`, with `cos`/`sin` `(seq_len, head_dim)`
-/// from `layers::rope_tables`.
+/// `x (b_sz, seq_len, n_head, head_dim)` (the projection's layout) rotated in the half-split
+/// ("NEOX", Hugging Face `rotate_half`) layout, `x·cos + rotate_half(x)·sin` with `cos`/`sin`
+/// `(seq_len, head_dim)` from `layers::rope_tables`, and returned as `(b_sz, n_head, seq_len,
+/// head_dim)`, contiguous: the transpose attention needs is done in the same pass.
 pub fn rope(x: &Tensor, cos: &Tensor, sin: &Tensor) -> Result<Tensor> {
-    let (_, _, t, d) = x.dims4()?;
+    let (_, t, n_head, d) = x.dims4()?;
     if cos.dims() != [t, d] || sin.dims() != [t, d] || d % 2 != 0 {
         candle_core::bail!(
             "rope: x {:?} with tables {:?} / {:?}",
@@ -287,6 +288,7 @@ pub fn rope(x: &Tensor, cos: &Tensor, sin: &Tensor) -> Result<Tensor> {
         cos: table(cos)?,
         sin: table(sin)?,
         seq_len: t,
+        n_head,
     })
 }
 
@@ -296,20 +298,34 @@ struct Rope {
     cos: Vec<f32>,
     sin: Vec<f32>,
     seq_len: usize,
+    n_head: usize,
 }
 
 impl Rope {
-    /// `transpose == false`: `y = x·cos + rotate_half(x)·sin`; `true`: its adjoint.
+    /// Forward (`transpose == false`): `x (B, T, H, D) -> y (B, H, T, D)`,
+    /// `y = x·cos + rotate_half(x)·sin`. Backward (`true`): its adjoint,
+    /// `g (B, H, T, D) -> (B, T, H, D)`.
     fn rotate(&self, x: &[f32], d: usize, transpose: bool) -> Vec<f32> {
+        let (t_len, n_head) = (self.seq_len, self.n_head);
         let half = d / 2;
         let rows = task_rows(d);
         let mut y = vec![0f32; x.len()];
         y.par_chunks_mut(d * rows)
-            .zip(x.par_chunks(d * rows))
             .enumerate()
-            .for_each(|(task, (ys, xs))| {
-                for (k, (yr, xr)) in ys.chunks_mut(d).zip(xs.chunks(d)).enumerate() {
-                    let pos = (task * rows + k) % self.seq_len;
+            .for_each(|(task, ys)| {
+                for (k, yr) in ys.chunks_mut(d).enumerate() {
+                    let r = task * rows + k;
+                    // the input row that output row r reads, and its position
+                    let (src, pos) = if transpose {
+                        // r = (b, t, h) reads (b, h, t)
+                        let (b, t, h) = (r / (t_len * n_head), (r / n_head) % t_len, r % n_head);
+                        ((b * n_head + h) * t_len + t, t)
+                    } else {
+                        // r = (b, h, t) reads (b, t, h)
+                        let (b, h, t) = (r / (t_len * n_head), (r / t_len) % n_head, r % t_len);
+                        ((b * t_len + t) * n_head + h, t)
+                    };
+                    let xr = &x[src * d..(src + 1) * d];
                     let c = &self.cos[pos * d..(pos + 1) * d];
                     let s = &self.sin[pos * d..(pos + 1) * d];
                     let (x1, x2) = xr.split_at(half);
@@ -337,8 +353,9 @@ impl CustomOp1 for Rope {
 
     fn cpu_fwd(&self, storage: &CpuStorage, layout: &Layout) -> Result<(CpuStorage, Shape)> {
         let x = contiguous_f32(storage, layout)?;
-        let y = self.rotate(x, last_dim(layout)?, false);
-        Ok((CpuStorage::F32(y), layout.shape().clone()))
+        let (b, t, h, d) = layout.shape().dims4()?;
+        let y = self.rotate(x, d, false);
+        Ok((CpuStorage::F32(y), Shape::from((b, h, t, d))))
     }
 
     fn bwd(&self, arg: &Tensor, _res: &Tensor, grad_res: &Tensor) -> Result<Option<Tensor>> {
@@ -599,18 +616,18 @@ mod tests {
         let (cos, sin) = rope_tables(t, d, 10_000.0, None, 1.0, &Device::Cpu).unwrap();
         check(
             "rope",
-            &[tensor(&[2, 3, t, d], 5, 2.0)],
+            &[tensor(&[2, t, 3, d], 5, 2.0)],
             |x| rope(&x[0], &cos, &sin),
-            |x| reference::apply_rope(&x[0], &cos, &sin),
+            |x| reference::apply_rope(&x[0].transpose(1, 2)?, &cos, &sin),
         );
         // llama3-style frequency factors and linear position scaling
         let ff: Vec<f32> = (0..d / 2).map(|i| 1.0 + i as f32).collect();
         let (cos, sin) = rope_tables(t, d, 500.0, Some(&ff), 0.25, &Device::Cpu).unwrap();
         check(
             "rope (scaled)",
-            &[tensor(&[1, 2, t, d], 6, 2.0)],
+            &[tensor(&[1, t, 2, d], 6, 2.0)],
             |x| rope(&x[0], &cos, &sin),
-            |x| reference::apply_rope(&x[0], &cos, &sin),
+            |x| reference::apply_rope(&x[0].transpose(1, 2)?, &cos, &sin),
         );
     }
 
@@ -658,13 +675,14 @@ mod tests {
                 cos: values(&cos),
                 sin: values(&sin),
                 seq_len: t,
+                n_head: 2,
             }))
         };
         let msg = compare(
             "rope with a wrong backward",
-            &[tensor(&[1, 2, t, d], 8, 1.0)],
+            &[tensor(&[1, t, 2, d], 8, 1.0)],
             wrong,
-            |x| reference::apply_rope(&x[0], &cos, &sin),
+            |x| reference::apply_rope(&x[0].transpose(1, 2)?, &cos, &sin),
         )
         .expect_err("the wrong backward passed the check");
         assert!(msg.contains("gradient"), "{msg}");

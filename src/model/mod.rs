@@ -324,8 +324,7 @@ impl Model {
                 }
                 _ => (q, k),
             };
-            // (B, H, T, D)
-            let (q, k) = (q.transpose(1, 2)?, k.transpose(1, 2)?);
+            // (B, T, H, D) -> (B, H, T, D), rotated in the same pass
             let q = rope(&q, cos, sin)?;
             let k = rope(&k, cos, sin)?;
             let a = attention(&q, &k, &v, mask, c.attn_scale)?;
