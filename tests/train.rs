@@ -370,11 +370,14 @@ fn batch_4_accum_1_equals_batch_1_accum_4() {
     }
     // Adam divides by sqrt(v), which turns rounding-level differences in near-zero gradient
     // coordinates into visible ones; bound the adapters by a small fraction of the step size.
+    // Worst seen (layer 0 k_proj lora_A): 1.6e-5 with the composed ops, 2.1e-5 to 5.5e-5 as the
+    // fused ops changed the rounding, against 2e-2 for two full steps; a lost or doubled
+    // gradient shows in the loss and grad_norm checks above.
     let lr = 5e-3f32;
     let (a1, a2) = (adapter_tensors(d1.path()), adapter_tensors(d2.path()));
     for (k, t) in &a1 {
         assert!(
-            max_diff(t, &a2[k]) <= 2e-3 * lr * 2.0,
+            max_diff(t, &a2[k]) <= 1e-2 * lr * 2.0,
             "{k}: {}",
             max_diff(t, &a2[k])
         );

@@ -6,7 +6,7 @@
 
 use crate::gguf::{GgufError, GgufFile};
 
-use super::layers::Activation;
+use super::fused::Activation;
 
 /// The architectures dpo-lora can load. Each differs from llama only where listed here.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

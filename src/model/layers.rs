@@ -1,26 +1,13 @@
-//! Differentiable building blocks made only of candle ops that have a backward.
+//! Differentiable building blocks made only of candle ops that have a backward, and the rotary
+//! tables and attention masks the fused ops (see `fused`) read.
 //!
-//! candle's fused `rms_norm`, `softmax_last_dim` and `rotary_emb::rope*` return correct values but
-//! silently drop gradients (FACTS.md), so nothing here calls them. Shapes: `b_sz` batch,
-//! `seq_len` positions, `n_head` / `n_kv_head` heads, `head_dim`.
+//! candle's own fused `rms_norm`, `softmax_last_dim` and `rotary_emb::rope*` return correct
+//! values but silently drop gradients (FACTS.md), so nothing here calls them. Shapes: `b_sz`
+//! batch, `seq_len` positions, `n_head` / `n_kv_head` heads, `head_dim`.
 
-use candle_core::{Device, Result, Tensor, D};
+use candle_core::{Device, Result, Tensor};
 
-/// `x / sqrt(mean(x²) + eps) * w` over the last dimension. `w` is used as stored: for Gemma the
-/// GGUF already holds `1 + w` (llama.cpp's converter adds the 1).
-pub fn rms_norm(x: &Tensor, w: &Tensor, eps: f64) -> Result<Tensor> {
-    let ms = x.sqr()?.mean_keepdim(D::Minus1)?;
-    let inv = (ms + eps)?.sqrt()?.recip()?;
-    x.broadcast_mul(&inv)?.broadcast_mul(w)
-}
-
-/// Softmax over the last dimension; the row max is a constant (its gradient cancels exactly).
-pub fn softmax_last_dim(x: &Tensor) -> Result<Tensor> {
-    let max = x.max_keepdim(D::Minus1)?.detach();
-    let e = x.broadcast_sub(&max)?.exp()?;
-    let s = e.sum_keepdim(D::Minus1)?;
-    e.broadcast_div(&s)
-}
+use super::fused::masked_softmax;
 
 /// Rotary tables for positions `0..seq_len`: `(cos, sin)`, each `(seq_len, head_dim)` with the
 /// half-split ("NEOX", Hugging Face `rotate_half`) layout. Computed in f32 like HF:
@@ -63,15 +50,6 @@ pub fn rope_tables(
     ))
 }
 
-/// `x (b_sz, n_head, seq_len, head_dim)` rotated: `x·cos + rotate_half(x)·sin`.
-pub fn apply_rope(x: &Tensor, cos: &Tensor, sin: &Tensor) -> Result<Tensor> {
-    let d = x.dim(D::Minus1)?;
-    let x1 = x.narrow(D::Minus1, 0, d / 2)?;
-    let x2 = x.narrow(D::Minus1, d / 2, d / 2)?;
-    let rot = Tensor::cat(&[&x2.neg()?, &x1], D::Minus1)?;
-    x.broadcast_mul(cos)?.add(&rot.broadcast_mul(sin)?)
-}
-
 /// Additive attention mask `(b_sz, 1, seq_len, seq_len)`: 0 where query `i` may see key `j`
 /// (causal, inside the sequence's own length, and `i - j < window` when a window is given),
 /// `-inf` elsewhere. Padding is on the right, so real tokens never see padding; a padded query
@@ -99,43 +77,90 @@ pub fn attention_mask(
     Tensor::from_vec(m, (lengths.len(), 1, seq_len, seq_len), device)
 }
 
-/// Repeat each of `n_kv_head` heads `n_rep` times: `(b, n_kv_head, t, d) -> (b, n_kv_head*n_rep, t, d)`.
-pub fn repeat_kv(x: &Tensor, n_rep: usize) -> Result<Tensor> {
-    if n_rep == 1 {
-        return Ok(x.clone());
-    }
-    let (b, h, t, d) = x.dims4()?;
-    x.unsqueeze(2)?
-        .broadcast_as((b, h, n_rep, t, d))?
-        .contiguous()?
-        .reshape((b, h * n_rep, t, d))
-}
-
 /// Scaled dot-product attention: `q (b, n_head, t, d)`, `k`/`v` `(b, n_kv_head, t, d)`.
+///
+/// The `n_rep = n_head / n_kv_head` query heads that share a kv head are adjacent, so `q` is
+/// viewed as `(b, n_kv_head, n_rep·t, d)` and multiplied with the kv head directly: no repeated
+/// copies of `k` and `v` (nor of their gradients), and fewer, taller matmuls.
 pub fn attention(q: &Tensor, k: &Tensor, v: &Tensor, mask: &Tensor, scale: f64) -> Result<Tensor> {
-    let n_rep = q.dim(1)? / k.dim(1)?;
-    let k = repeat_kv(k, n_rep)?;
-    let v = repeat_kv(v, n_rep)?;
-    let scores = (q.contiguous()?.matmul(&k.t()?.contiguous()?)? * scale)?;
-    let p = softmax_last_dim(&scores.broadcast_add(mask)?)?;
-    p.matmul(&v.contiguous()?)
+    let (b_sz, n_head, seq_len, head_dim) = q.dims4()?;
+    let (n_kv_head, kv_len) = (k.dim(1)?, k.dim(2)?);
+    if n_kv_head == 0 || n_head % n_kv_head != 0 {
+        candle_core::bail!("attention: {n_head} query heads over {n_kv_head} kv heads")
+    }
+    let n_rep = n_head / n_kv_head;
+    let q = q
+        .contiguous()?
+        .reshape((b_sz, n_kv_head, n_rep * seq_len, head_dim))?;
+    // (B, KV, R·T, T) -> (B, H, T, T) for the mask, and back
+    let scores = q.matmul(&k.t()?.contiguous()?)?;
+    let p = masked_softmax(
+        &scores.reshape((b_sz, n_head, seq_len, kv_len))?,
+        mask,
+        scale,
+    )?;
+    p.reshape((b_sz, n_kv_head, n_rep * seq_len, kv_len))?
+        .matmul(&v.contiguous()?)?
+        .reshape((b_sz, n_head, seq_len, head_dim))
 }
 
-/// The gated MLP's activation.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Activation {
-    /// `x · sigmoid(x)`: llama, qwen2, qwen3.
-    Silu,
-    /// tanh-approximated GELU (`gelu_pytorch_tanh`): gemma3. candle-transformers'
-    /// quantized_gemma3 uses SiLU here, which doubles the perplexity (FACTS.md).
-    GeluTanh,
-}
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::synth::uniform_values;
+    use candle_core::Var;
 
-impl Activation {
-    pub fn apply(self, x: &Tensor) -> Result<Tensor> {
-        match self {
-            Activation::Silu => x.silu(),
-            Activation::GeluTanh => candle_core::Tensor::gelu(x),
+    /// The unfused attention with `k`/`v` copied per query head.
+    fn reference(q: &Tensor, k: &Tensor, v: &Tensor, mask: &Tensor, scale: f64) -> Result<Tensor> {
+        let n_rep = q.dim(1)? / k.dim(1)?;
+        let rep = |x: &Tensor| -> Result<Tensor> {
+            let (b, h, t, d) = x.dims4()?;
+            x.unsqueeze(2)?
+                .broadcast_as((b, h, n_rep, t, d))?
+                .contiguous()?
+                .reshape((b, h * n_rep, t, d))
+        };
+        let s = (q.matmul(&rep(k)?.t()?)? * scale)?.broadcast_add(mask)?;
+        let max = s.max_keepdim(candle_core::D::Minus1)?.detach();
+        let e = s.broadcast_sub(&max)?.exp()?;
+        let p = e.broadcast_div(&e.sum_keepdim(candle_core::D::Minus1)?)?;
+        p.matmul(&rep(v)?)
+    }
+
+    #[test]
+    fn grouped_attention_matches_repeated_kv() {
+        let dev = Device::Cpu;
+        let (b, h, kv, t, d) = (2, 6, 2, 5, 8);
+        let var = |dims: &[usize], seed| {
+            let n = dims.iter().product();
+            Var::from_vec(uniform_values(n, seed, 2.0), dims, &dev).unwrap()
+        };
+        let (q, k, v) = (
+            var(&[b, h, t, d], 1),
+            var(&[b, kv, t, d], 2),
+            var(&[b, kv, t, d], 3),
+        );
+        let mask = attention_mask(&[t, 3], t, Some(2), &dev).unwrap();
+        let r =
+            Tensor::from_vec(uniform_values(b * h * t * d, 4, 1.0), (b, h, t, d), &dev).unwrap();
+        let run = |f: fn(&Tensor, &Tensor, &Tensor, &Tensor, f64) -> Result<Tensor>| {
+            let y = f(q.as_tensor(), k.as_tensor(), v.as_tensor(), &mask, 0.4).unwrap();
+            let g = y.mul(&r).unwrap().sum_all().unwrap().backward().unwrap();
+            let mut out = vec![y.flatten_all().unwrap().to_vec1::<f32>().unwrap()];
+            for x in [&q, &k, &v] {
+                let gx = g.get(x.as_tensor()).expect("gradient reaches q, k and v");
+                out.push(gx.flatten_all().unwrap().to_vec1::<f32>().unwrap());
+            }
+            out
+        };
+        let (ours, want) = (run(attention), run(reference));
+        for (what, (a, b)) in ["values", "dq", "dk", "dv"]
+            .iter()
+            .zip(ours.iter().zip(&want))
+        {
+            let scale = b.iter().fold(0f32, |m, x| m.max(x.abs()));
+            let err = a.iter().zip(b).fold(0f32, |m, (x, y)| m.max((x - y).abs()));
+            assert!(err <= 1e-5 * scale, "{what}: {err} against {scale}");
         }
     }
 }

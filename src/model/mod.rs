@@ -11,6 +11,7 @@
 //! `modeling_qwen2/3.py`, `modeling_gemma3.py`; llama.cpp `src/models/*.cpp`.
 
 pub mod config;
+pub mod fused;
 pub mod head;
 pub mod layers;
 pub mod lora;
@@ -22,7 +23,8 @@ use candle_core::{Device, Result, Tensor};
 
 use crate::gguf::{GgufError, GgufFile};
 pub use config::{Arch, Config};
-use layers::{apply_rope, attention, attention_mask, rms_norm, rope_tables};
+use fused::{rms_norm, rope};
+use layers::{attention, attention_mask, rope_tables};
 pub use lora::{Adapters, Lora, LoraConfig, LoraLinear, Target};
 use qlinear::QLinear;
 use qweight::QWeight;
@@ -360,14 +362,16 @@ impl Model {
             };
             // attention
             let h = rms_norm(&x, &b.attn_norm, c.rms_eps)?;
+            // (B, T, H, D): the q/k norms run here, where each head's row is contiguous
             let q = self
                 .lin(il, Target::QProj, &h, adapters)?
-                .reshape((b_sz, seq_len, c.n_head, hd))?
-                .transpose(1, 2)?;
-            let k = self
-                .lin(il, Target::KProj, &h, adapters)?
-                .reshape((b_sz, seq_len, c.n_kv_head, hd))?
-                .transpose(1, 2)?;
+                .reshape((b_sz, seq_len, c.n_head, hd))?;
+            let k = self.lin(il, Target::KProj, &h, adapters)?.reshape((
+                b_sz,
+                seq_len,
+                c.n_kv_head,
+                hd,
+            ))?;
             let v = self
                 .lin(il, Target::VProj, &h, adapters)?
                 .reshape((b_sz, seq_len, c.n_kv_head, hd))?
@@ -378,8 +382,9 @@ impl Model {
                 }
                 _ => (q, k),
             };
-            let q = apply_rope(&q.contiguous()?, cos, sin)?;
-            let k = apply_rope(&k.contiguous()?, cos, sin)?;
+            // (B, T, H, D) -> (B, H, T, D), rotated in the same pass
+            let q = rope(&q, cos, sin)?;
+            let k = rope(&k, cos, sin)?;
             let a = attention(&q, &k, &v, mask, c.attn_scale)?;
             let a = a.transpose(1, 2)?.reshape((b_sz, seq_len, c.n_head * hd))?;
             let mut o = self.lin(il, Target::OProj, &a, adapters)?;
@@ -389,12 +394,10 @@ impl Model {
             x = (x + o)?;
             // MLP
             let h = rms_norm(&x, &b.ffn_norm, c.rms_eps)?;
-            let g = c
-                .arch
-                .activation()
-                .apply(&self.lin(il, Target::GateProj, &h, adapters)?)?;
+            let g = self.lin(il, Target::GateProj, &h, adapters)?;
             let u = self.lin(il, Target::UpProj, &h, adapters)?;
-            let mut m = self.lin(il, Target::DownProj, &(g * u)?, adapters)?;
+            let gu = c.arch.activation().gated(&g, &u)?;
+            let mut m = self.lin(il, Target::DownProj, &gu, adapters)?;
             if let Some(n) = &b.post_ffn_norm {
                 m = rms_norm(&m, n, c.rms_eps)?;
             }
