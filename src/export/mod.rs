@@ -237,7 +237,10 @@ mod tests {
             .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
             .collect();
         assert_eq!(names, ["out"]);
-        assert_eq!(std::fs::read_to_string(out.join("good.txt")).unwrap(), "old");
+        assert_eq!(
+            std::fs::read_to_string(out.join("good.txt")).unwrap(),
+            "old"
+        );
         let s = Staging::new(&out, true).unwrap();
         std::fs::write(s.dir().join("new.txt"), "new").unwrap();
         s.commit().unwrap();

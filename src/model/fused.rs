@@ -55,6 +55,9 @@ fn last_dim(layout: &Layout) -> Result<usize> {
 /// input gradient). For Gemma the GGUF already holds `1 + w` (llama.cpp's converter adds the 1),
 /// so `w` is used as stored.
 pub fn rms_norm(x: &Tensor, w: &Tensor, eps: f64) -> Result<Tensor> {
+    if !x.device().is_cpu() || x.dtype() != candle_core::DType::F32 {
+        return super::composed::rms_norm(x, &w.to_dtype(x.dtype())?, eps);
+    }
     let w = w.to_vec1::<f32>()?;
     if x.dim(candle_core::D::Minus1)? != w.len() {
         candle_core::bail!("rms_norm: x {:?} with a weight of {}", x.dims(), w.len())
@@ -189,6 +192,9 @@ impl Activation {
 
     /// `act(gate) · up`, elementwise; `gate` and `up` have the same shape. Gradients flow to both.
     pub fn gated(self, gate: &Tensor, up: &Tensor) -> Result<Tensor> {
+        if !gate.device().is_cpu() || gate.dtype() != candle_core::DType::F32 {
+            return super::composed::gated(self, gate, up);
+        }
         if gate.dims() != up.dims() {
             candle_core::bail!(
                 "gated activation: gate {:?}, up {:?}",
@@ -282,6 +288,10 @@ pub fn rope(x: &Tensor, cos: &Tensor, sin: &Tensor) -> Result<Tensor> {
             cos.dims(),
             sin.dims()
         )
+    }
+    if !x.device().is_cpu() || x.dtype() != candle_core::DType::F32 {
+        let dt = x.dtype();
+        return super::composed::rope(x, &cos.to_dtype(dt)?, &sin.to_dtype(dt)?);
     }
     let table = |t: &Tensor| t.flatten_all()?.to_vec1::<f32>();
     x.contiguous()?.apply_op1(Rope {
@@ -380,6 +390,9 @@ pub fn masked_softmax(scores: &Tensor, mask: &Tensor, scale: f64) -> Result<Tens
             scores.dims(),
             mask.dims()
         )
+    }
+    if !scores.device().is_cpu() || scores.dtype() != candle_core::DType::F32 {
+        return super::composed::masked_softmax(scores, &mask.to_dtype(scores.dtype())?, scale);
     }
     scores.contiguous()?.apply_op2(
         &mask.contiguous()?,
@@ -480,32 +493,8 @@ mod tests {
     use crate::synth::uniform_values;
     use candle_core::{Device, Var};
 
-    /// The composed versions the fused ops replaced, kept as the reference.
-    mod reference {
-        use candle_core::{Result, Tensor, D};
-
-        pub fn rms_norm(x: &Tensor, w: &Tensor, eps: f64) -> Result<Tensor> {
-            let ms = x.sqr()?.mean_keepdim(D::Minus1)?;
-            let inv = (ms + eps)?.sqrt()?.recip()?;
-            x.broadcast_mul(&inv)?.broadcast_mul(w)
-        }
-
-        /// The row max is a constant (its gradient cancels exactly).
-        pub fn softmax_last_dim(x: &Tensor) -> Result<Tensor> {
-            let max = x.max_keepdim(D::Minus1)?.detach();
-            let e = x.broadcast_sub(&max)?.exp()?;
-            let s = e.sum_keepdim(D::Minus1)?;
-            e.broadcast_div(&s)
-        }
-
-        pub fn apply_rope(x: &Tensor, cos: &Tensor, sin: &Tensor) -> Result<Tensor> {
-            let d = x.dim(D::Minus1)?;
-            let x1 = x.narrow(D::Minus1, 0, d / 2)?;
-            let x2 = x.narrow(D::Minus1, d / 2, d / 2)?;
-            let rot = Tensor::cat(&[&x2.neg()?, &x1], D::Minus1)?;
-            x.broadcast_mul(cos)?.add(&rot.broadcast_mul(sin)?)
-        }
-    }
+    /// The composed versions (the GPU path) are the reference.
+    use crate::model::composed as reference;
 
     fn tensor(dims: &[usize], seed: u64, scale: f32) -> Tensor {
         let n = dims.iter().product();

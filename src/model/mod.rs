@@ -10,6 +10,7 @@
 //! a LoRA B on q/k is already in PEFT's row order. References: HF `modeling_llama.py`,
 //! `modeling_qwen2/3.py`, `modeling_gemma3.py`; llama.cpp `src/models/*.cpp`.
 
+pub mod composed;
 pub mod config;
 pub mod fused;
 pub mod head;
