@@ -92,6 +92,9 @@ pub struct ModelArg {
     /// auto (CUDA, then Metal, then the CPU), cpu, cuda, cuda:N or metal.
     #[arg(long, default_value = "auto")]
     pub device: crate::device::DeviceChoice,
+    /// Activation type: auto (bf16 on CUDA, else f32), f32, bf16, f16. The CPU runs f32.
+    #[arg(long, value_enum, default_value = "auto")]
+    pub dtype: crate::device::ComputeDtype,
 }
 
 #[derive(Debug, Args)]

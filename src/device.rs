@@ -66,6 +66,31 @@ impl<'de> Deserialize<'de> for DeviceChoice {
     }
 }
 
+/// The activation type of the forward: `dtype: auto|f32|bf16|f16`. The log-softmax, the loss,
+/// the LoRA master weights and the optimizer state are f32 whatever this says.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum ComputeDtype {
+    /// bf16 on CUDA, f32 on the CPU (its kernels are f32) and on Metal (untested there).
+    #[default]
+    Auto,
+    F32,
+    Bf16,
+    F16,
+}
+
+impl ComputeDtype {
+    pub fn resolve(self, device: &Device) -> candle_core::DType {
+        use candle_core::DType;
+        match self {
+            Self::Auto if device.is_cuda() => DType::BF16,
+            Self::Auto | Self::F32 => DType::F32,
+            Self::Bf16 => DType::BF16,
+            Self::F16 => DType::F16,
+        }
+    }
+}
+
 /// The device could not be opened.
 #[derive(Debug, thiserror::Error)]
 pub enum DeviceError {

@@ -20,6 +20,10 @@ pub struct Recipe {
     /// Where to train: auto (CUDA, then Metal, then the CPU), cpu, cuda, cuda:N, metal.
     #[serde(default)]
     pub device: crate::device::DeviceChoice,
+    /// Activation type: auto (bf16 on CUDA, else f32), f32, bf16, f16. The CPU runs f32; the
+    /// loss, log-softmax, LoRA weights and optimizer state are f32 always.
+    #[serde(default)]
+    pub dtype: crate::device::ComputeDtype,
     pub model: ModelSection,
     pub data: DataSection,
     #[serde(default)]

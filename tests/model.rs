@@ -344,3 +344,52 @@ fn generic_device_path_matches_the_cpu_kernels() {
         }
     }
 }
+
+/// bf16 compute (what a GPU runs) on the device path, forced on the CPU: close to f32, with
+/// f32 log-probs and finite f32 LoRA gradients; the CPU kernels refuse it.
+#[test]
+fn bf16_compute_on_the_device_path_tracks_f32() {
+    for arch in ARCHS {
+        let spec = SynthSpec::tiny(arch);
+        let (_d, mut kernels) = load(&spec);
+        assert!(kernels.set_dtype(candle_core::DType::BF16).is_err());
+        let (_d2, mut half) = load(&spec);
+        half.use_device(&Device::Cpu).unwrap();
+        half.set_dtype(candle_core::DType::BF16).unwrap();
+        let lora = full_lora(&kernels, 4);
+        let v = kernels.config.vocab;
+        let a = seq(12, 9, v);
+        let seqs = [Scored {
+            ids: &a,
+            score_from: 4,
+        }];
+        let f32_sum = kernels
+            .sequence_logps(&seqs, Adapters::On(&lora))
+            .unwrap()
+            .sums
+            .to_vec1::<f32>()
+            .unwrap()[0];
+        let out = half
+            .sequence_logps(&seqs, Adapters::Train(&lora, 0))
+            .unwrap();
+        assert_eq!(out.sums.dtype(), candle_core::DType::F32);
+        let bf16_sum = out.sums.to_vec1::<f32>().unwrap()[0];
+        assert!(
+            (bf16_sum - f32_sum).abs() < 0.05 * f32_sum.abs().max(1.0),
+            "{arch:?}: bf16 {bf16_sum} vs f32 {f32_sum}"
+        );
+        let grads = out.sums.sum_all().unwrap().backward().unwrap();
+        for var in lora.vars() {
+            let g = grads.get(var.as_tensor()).expect("gradient");
+            assert_eq!(g.dtype(), candle_core::DType::F32);
+            let n = g
+                .sqr()
+                .unwrap()
+                .sum_all()
+                .unwrap()
+                .to_scalar::<f32>()
+                .unwrap();
+            assert!(n.is_finite() && n > 0.0, "{arch:?}: gradient norm² {n}");
+        }
+    }
+}

@@ -20,7 +20,7 @@ pub mod peft;
 pub mod qlinear;
 pub mod qweight;
 
-use candle_core::{Device, Result, Tensor};
+use candle_core::{DType, Device, Result, Tensor};
 
 use crate::gguf::{GgufError, GgufFile};
 pub use config::{Arch, Config};
@@ -57,6 +57,9 @@ pub struct Model {
     device: Device,
     /// The output matrix in quantized row blocks on the device, when the generic (GPU) path runs.
     head_blocks: Option<Vec<candle_core::quantized::QTensor>>,
+    /// Activation type of the forward: f32, or bf16/f16 on the device path (the log-softmax,
+    /// the loss and the LoRA weights stay f32).
+    dtype: DType,
 }
 
 /// Rows per block of the output matrix on the generic path (Gemma: 16 blocks of 16,384 rows).
@@ -128,6 +131,21 @@ impl Model {
         );
         self.device = device.clone();
         Ok(())
+    }
+
+    /// Compute in `dtype` (bf16 or f16 on a GPU). The CPU kernels are f32 only.
+    pub fn set_dtype(&mut self, dtype: DType) -> Result<()> {
+        if dtype != DType::F32 && self.head_blocks.is_none() {
+            candle_core::bail!(
+                "{dtype:?} compute needs a GPU (or the device path); the CPU runs f32"
+            )
+        }
+        self.dtype = dtype;
+        Ok(())
+    }
+
+    pub fn dtype(&self) -> DType {
+        self.dtype
     }
 
     fn load_host(f: &GgufFile) -> std::result::Result<Self, GgufError> {
@@ -242,6 +260,7 @@ impl Model {
             rope_freq_factors,
             device: device.clone(),
             head_blocks: None,
+            dtype: DType::F32,
         })
     }
 
@@ -301,13 +320,18 @@ impl Model {
 
     fn lin(&self, il: usize, target: Target, x: &Tensor, adapters: Adapters) -> Result<Tensor> {
         let y = self.linear(il, target).forward(x)?;
+        // LoRA runs in f32 (its weights are f32 masters) whatever the activation type.
+        let xf = x.to_dtype(DType::F32)?;
         let delta = match adapters {
             Adapters::Off => None,
-            Adapters::On(lora) => lora.delta(il, target, x, None)?,
-            Adapters::Train(lora, seed) => lora.delta(il, target, x, Some(seed))?,
+            Adapters::On(lora) => lora.delta(il, target, &xf, None)?,
+            Adapters::Train(lora, seed) => lora.delta(il, target, &xf, Some(seed))?,
         };
         match delta {
-            Some(d) => y + d,
+            Some(d) => {
+                let d = d.to_dtype(y.dtype())?;
+                y + d
+            }
             None => Ok(y),
         }
     }
@@ -340,6 +364,7 @@ impl Model {
         if c.arch == Arch::Gemma3 {
             x = (x * (c.hidden as f64).sqrt())?;
         }
+        let mut x = x.to_dtype(self.dtype)?;
         let global_rope = rope_tables(
             seq_len,
             hd,

@@ -84,7 +84,7 @@ impl QLinear {
         *out_dims.last_mut().unwrap() = self.out_features();
         let y = y.reshape(out_dims)?;
         match &self.bias {
-            Some(b) => y.broadcast_add(b),
+            Some(b) => y.broadcast_add(&b.to_dtype(y.dtype())?),
             None => Ok(y),
         }
     }

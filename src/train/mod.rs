@@ -172,7 +172,11 @@ pub fn run(recipe: &Recipe, opts: &Options) -> Result<Outcome> {
     let out_dir = &recipe.output.dir;
     prepare_output(out_dir, opts.resume)?;
     let device = recipe.device.open_and_report().context("device")?;
-    let loaded = Loaded::open_on(&recipe.model.path, &device).context("model.path")?;
+    let mut loaded = Loaded::open_on(&recipe.model.path, &device).context("model.path")?;
+    loaded
+        .model
+        .set_dtype(recipe.dtype.resolve(&device))
+        .map_err(|e| anyhow::anyhow!("dtype: {e}"))?;
     let limits = Limits::from_recipe(&recipe.data, &loaded.tok);
     let train_all = load_pairs(&recipe.data.train, &loaded.tok, &limits).context("data.train")?;
     let (train, eval) = match &recipe.data.eval {
