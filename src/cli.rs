@@ -31,6 +31,41 @@ pub enum Command {
     Synth(SynthArgs),
     /// Export an adapter as PEFT, a merged Hugging Face folder, a merged GGUF or a llama.cpp LoRA.
     Export(ExportArgs),
+    /// Time and memory of a training step per mode (policy only, DPO with each reference, SimPO,
+    /// ORPO) on fixed workloads; writes bench.json, bench.md and bench.png.
+    Bench(BenchArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct BenchArgs {
+    /// A local .gguf file, or hf:OWNER/REPO/FILE.gguf.
+    #[arg(long, short = 'm')]
+    pub model: String,
+    /// Comma-separated: long (prompt 64 + completions 96-192 tokens), short (~30 tokens).
+    #[arg(long, value_delimiter = ',', default_value = "long,short")]
+    pub workloads: Vec<String>,
+    /// Comma-separated: policy-only, dpo-adapters-off, dpo-precomputed, dpo-second-copy, simpo,
+    /// orpo (default: all).
+    #[arg(long, value_delimiter = ',')]
+    pub modes: Vec<String>,
+    /// Untimed steps before the measured ones.
+    #[arg(long, default_value_t = 3)]
+    pub warmup: usize,
+    /// Measured steps (the median is reported).
+    #[arg(long, default_value_t = 5)]
+    pub steps: usize,
+    /// Output folder (default runs/bench/<model file stem>).
+    #[arg(long)]
+    pub out: Option<PathBuf>,
+    /// No progress bar.
+    #[arg(long)]
+    pub quiet: bool,
+    /// Internal: measure this one mode in this process and print its rows as JSON.
+    #[arg(long, hide = true, requires = "child_data")]
+    pub child: Option<String>,
+    /// Internal: the workload file of --child.
+    #[arg(long, hide = true)]
+    pub child_data: Option<PathBuf>,
 }
 
 #[derive(Debug, Args)]

@@ -14,7 +14,9 @@
 //! - [`source`]: a model named by local path or Hugging Face Hub file.
 //! - [`export`]: PEFT, merged Hugging Face and GGUF folders, llama.cpp LoRA, Hub upload.
 //! - [`synth`]: tiny random GGUF models of every architecture, for tests and the tiny recipe.
+//! - [`bench`]: step time, tokens/s and peak memory per training mode (`dpo-lora bench`).
 //! - [`cli`], [`cmd`]: the `dpo-lora` command line.
+pub mod bench;
 pub mod cli;
 pub mod cmd;
 pub mod data;

@@ -1,5 +1,6 @@
 //! One function per subcommand: validated arguments in, output on stdout, progress on stderr.
 
+mod bench;
 mod export;
 mod generate;
 mod inspect;
@@ -24,6 +25,7 @@ pub fn run(cli: Cli) -> Result<()> {
         Command::Inspect(a) => inspect::run(a),
         Command::Synth(a) => synth::run(a),
         Command::Export(a) => export::run(a),
+        Command::Bench(a) => bench::run(a),
     }
 }
 

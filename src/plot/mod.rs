@@ -1,4 +1,5 @@
-//! Training curves: a run's `metrics.jsonl` drawn as one PNG.
+//! Training curves: a run's `metrics.jsonl` drawn as one PNG (and, in [`bars`], the grouped bar
+//! charts of `dpo-lora bench`, which share the fonts and the atomic write).
 //!
 //! Owns: drawing three stacked panels (loss, rewards/accuracies with y fixed to 0..1,
 //! rewards/margins) against `step`, from [`MetricPoint`]s read by [`metrics`]. Train is a thin
@@ -11,6 +12,7 @@
 //! gives a valid picture that a later call replaces. The PNG is written to a temporary file in
 //! the output's folder and renamed over `out`, so a reader never sees a half-written plot.
 
+pub mod bars;
 pub mod metrics;
 
 use std::error::Error;
@@ -22,6 +24,7 @@ use std::sync::OnceLock;
 use plotters::prelude::*;
 use plotters::style::text_anchor::{HPos, Pos, VPos};
 
+pub use bars::{plot_bars, BarPanel};
 pub use metrics::{read_metrics, Kind, MetricPoint};
 
 #[derive(Debug, thiserror::Error)]
@@ -130,17 +133,17 @@ fn step_range(metrics: &[MetricPoint]) -> Range<i64> {
     }
 }
 
-const WIDTH: u32 = 1200;
+pub(crate) const WIDTH: u32 = 1200;
 const HEIGHT: u32 = 900;
-const TITLE_H: u32 = 50;
+pub(crate) const TITLE_H: u32 = 50;
 const LEGEND_W: u32 = 160;
 const TRAIN_COLOR: RGBColor = RGBColor(31, 119, 180);
 const EVAL_COLOR: RGBColor = RGBColor(230, 97, 0);
-const FONT: &str = "sans-serif";
+pub(crate) const FONT: &str = "sans-serif";
 
 /// Register DejaVu Sans as `sans-serif` once: the ab_glyph backend has no system font lookup,
 /// and a machine may have no fonts installed.
-fn register_fonts() -> Result<(), String> {
+pub(crate) fn register_fonts() -> Result<(), String> {
     static DONE: OnceLock<Result<(), String>> = OnceLock::new();
     DONE.get_or_init(|| {
         let fonts = [
@@ -184,7 +187,7 @@ pub fn plot_run(metrics: &[MetricPoint], title: &str, out: &Path) -> Result<(), 
 
 /// `.name.<pid>.<n>.tmp.png` beside `out`: same folder so the rename cannot cross filesystems;
 /// ends in `.png` because the bitmap encoder picks the format from the extension.
-fn temp_path(out: &Path) -> Option<PathBuf> {
+pub(crate) fn temp_path(out: &Path) -> Option<PathBuf> {
     static COUNTER: AtomicUsize = AtomicUsize::new(0);
     let name = out.file_name()?.to_string_lossy();
     let n = COUNTER.fetch_add(1, Ordering::Relaxed);

@@ -28,7 +28,7 @@ use indicatif::{ProgressBar, ProgressStyle};
 use crate::data::batch::{load_pairs, split_eval, Limits, Order, PairSet, TrainPair};
 use crate::loss::{LossInputs, LossOutput, PairMetrics, PreferenceLoss};
 use crate::model::peft::{self, BaseInfo};
-use crate::model::{Adapters, Lora, LoraConfig};
+use crate::model::{Adapters, Lora, LoraConfig, Model};
 use crate::recipe::{Recipe, ReferenceMode};
 use crate::rng::SplitMix64;
 use crate::session::Loaded;
@@ -63,26 +63,129 @@ struct Ctx<'a> {
     pairs_per_step: usize,
 }
 
-/// Where a batch's reference values come from.
-enum RefVals<'a> {
-    Compute(Option<&'a Lora>),
+/// Where a micro-batch's reference log-probs come from.
+pub enum RefVals<'a> {
+    /// Run π_ref now, with no gradient graph: `model` with the `frozen` adapter on, or bare. The
+    /// training loop passes the policy's own base; `dpo-lora bench` also passes a second copy.
+    Compute {
+        model: &'a Model,
+        frozen: Option<&'a Lora>,
+    },
+    /// Precomputed `(chosen, rejected)` sums, one per pair.
     Given(Vec<(f32, f32)>),
+    /// The loss needs none (SimPO, ORPO).
     None,
 }
 
 /// The result of one micro-batch.
-struct BatchOut {
-    out: LossOutput,
-    loss: f64,
-    logps_chosen: Vec<f32>,
-    logps_rejected: Vec<f32>,
-    tokens: usize,
+pub struct StepOut {
+    /// The differentiable loss and the rewards.
+    pub out: LossOutput,
+    pub loss: f64,
+    pub logps_chosen: Vec<f32>,
+    pub logps_rejected: Vec<f32>,
+    /// Tokens in the forward (prompt + completion of every sequence, no padding).
+    pub tokens: usize,
+}
+
+/// The policy's summed completion log-probs of a micro-batch, one forward over every chosen then
+/// every rejected sequence.
+pub struct PolicyLogps {
+    /// `(b_sz,)` f32, differentiable w.r.t. the adapters under [`Adapters::Train`].
+    pub chosen: Tensor,
+    pub rejected: Tensor,
+    /// Tokens in the forward (no padding).
+    pub tokens: usize,
+}
+
+/// Policy forward of one micro-batch (the part of [`step`] that builds the gradient graph).
+pub fn policy_logps(model: &Model, pairs: &[&TrainPair], policy: Adapters) -> Result<PolicyLogps> {
+    let b = pairs.len();
+    let seqs = reference::pair_sequences(pairs);
+    let tokens: usize = seqs.iter().map(|s| s.ids.len()).sum();
+    let sums = model.sequence_logps(&seqs, policy)?.sums; // (2·b_sz,)
+    Ok(PolicyLogps {
+        chosen: sums.narrow(0, 0, b)?,
+        rejected: sums.narrow(0, b, b)?,
+        tokens,
+    })
+}
+
+/// Loss and metrics of one micro-batch: the policy forward ([`policy_logps`]), the reference's
+/// values (`refs`), the loss. The caller runs `backward` on `out.loss`. The training loop, its
+/// evaluation and `dpo-lora bench` all call this.
+pub fn step(
+    model: &Model,
+    loss: &PreferenceLoss,
+    rpo_alpha: Option<f64>,
+    pairs: &[&TrainPair],
+    policy: Adapters,
+    refs: RefVals,
+) -> Result<StepOut> {
+    let dev = model.device();
+    let b = pairs.len();
+    let PolicyLogps {
+        chosen: pc,
+        rejected: pr,
+        tokens,
+    } = policy_logps(model, pairs, policy)?;
+    let ref_vals = match refs {
+        RefVals::Compute { model, frozen } => Some(reference::compute(model, frozen, pairs)?),
+        RefVals::Given(v) => Some(v),
+        RefVals::None => None,
+    };
+    let (rc, rr) = match &ref_vals {
+        Some(v) => (
+            Some(Tensor::from_vec(
+                v.iter().map(|x| x.0).collect::<Vec<_>>(),
+                b,
+                dev,
+            )?),
+            Some(Tensor::from_vec(
+                v.iter().map(|x| x.1).collect::<Vec<_>>(),
+                b,
+                dev,
+            )?),
+        ),
+        None => (None, None),
+    };
+    let len = |f: fn(&TrainPair) -> usize| {
+        Tensor::from_vec(
+            pairs.iter().map(|p| f(p) as f32).collect::<Vec<_>>(),
+            b,
+            dev,
+        )
+    };
+    let (lc, lr) = (
+        len(|p| p.chosen.completion().len())?,
+        len(|p| p.rejected.completion().len())?,
+    );
+    let inputs = LossInputs {
+        policy_chosen: &pc,
+        policy_rejected: &pr,
+        ref_chosen: rc.as_ref(),
+        ref_rejected: rr.as_ref(),
+        chosen_len: &lc,
+        rejected_len: &lr,
+    };
+    let out = loss.compute(&inputs, rpo_alpha)?;
+    let loss = out.loss.to_scalar::<f32>()? as f64;
+    Ok(StepOut {
+        loss,
+        logps_chosen: pc.detach().to_vec1()?,
+        logps_rejected: pr.detach().to_vec1()?,
+        out,
+        tokens,
+    })
 }
 
 impl Ctx<'_> {
     fn refs_for(&self, idx: &[usize], eval: bool) -> RefVals<'_> {
         match &self.reference {
-            Reference::AdaptersOff(frozen) => RefVals::Compute(frozen.as_ref()),
+            Reference::AdaptersOff(frozen) => RefVals::Compute {
+                model: &self.loaded.model,
+                frozen: frozen.as_ref(),
+            },
             Reference::Precomputed { train, eval: ev } => RefVals::Given(
                 idx.iter()
                     .map(|&i| if eval { ev[i] } else { train[i] })
@@ -92,63 +195,16 @@ impl Ctx<'_> {
         }
     }
 
-    /// Loss and metrics of one micro-batch: chosen sequences first, then rejected, one forward.
-    fn batch(&self, pairs: &[&TrainPair], policy: Adapters, refs: RefVals) -> Result<BatchOut> {
-        let model = &self.loaded.model;
-        let dev = model.device();
-        let b = pairs.len();
-        let seqs = reference::pair_sequences(pairs);
-        let tokens: usize = seqs.iter().map(|s| s.ids.len()).sum();
-        let sums = model.sequence_logps(&seqs, policy)?.sums;
-        let (pc, pr) = (sums.narrow(0, 0, b)?, sums.narrow(0, b, b)?);
-        let ref_vals = match refs {
-            RefVals::Compute(frozen) => Some(reference::compute(model, frozen, pairs)?),
-            RefVals::Given(v) => Some(v),
-            RefVals::None => None,
-        };
-        let (rc, rr) = match &ref_vals {
-            Some(v) => (
-                Some(Tensor::from_vec(
-                    v.iter().map(|x| x.0).collect::<Vec<_>>(),
-                    b,
-                    dev,
-                )?),
-                Some(Tensor::from_vec(
-                    v.iter().map(|x| x.1).collect::<Vec<_>>(),
-                    b,
-                    dev,
-                )?),
-            ),
-            None => (None, None),
-        };
-        let len = |f: fn(&TrainPair) -> usize| {
-            Tensor::from_vec(
-                pairs.iter().map(|p| f(p) as f32).collect::<Vec<_>>(),
-                b,
-                dev,
-            )
-        };
-        let (lc, lr) = (
-            len(|p| p.chosen.completion().len())?,
-            len(|p| p.rejected.completion().len())?,
-        );
-        let inputs = LossInputs {
-            policy_chosen: &pc,
-            policy_rejected: &pr,
-            ref_chosen: rc.as_ref(),
-            ref_rejected: rr.as_ref(),
-            chosen_len: &lc,
-            rejected_len: &lr,
-        };
-        let out = self.loss.compute(&inputs, self.recipe.loss.rpo_alpha)?;
-        let loss = out.loss.to_scalar::<f32>()? as f64;
-        Ok(BatchOut {
-            loss,
-            logps_chosen: pc.detach().to_vec1()?,
-            logps_rejected: pr.detach().to_vec1()?,
-            out,
-            tokens,
-        })
+    /// [`step`] with the run's model and loss.
+    fn batch(&self, pairs: &[&TrainPair], policy: Adapters, refs: RefVals) -> Result<StepOut> {
+        step(
+            &self.loaded.model,
+            &self.loss,
+            self.recipe.loss.rpo_alpha,
+            pairs,
+            policy,
+            refs,
+        )
     }
 
     fn evaluate(&self, lora: &Lora) -> Result<Option<PairMetrics>> {
@@ -349,28 +405,12 @@ pub fn run(recipe: &Recipe, opts: &Options) -> Result<Outcome> {
                 );
             }
             let grads = (&r.out.loss / t.grad_accum as f64)?.backward()?;
-            for (i, v) in vars.iter().enumerate() {
-                if let Some(g) = grads.get(v.as_tensor()) {
-                    acc[i] = Some(match acc[i].take() {
-                        Some(a) => (a + g)?,
-                        None => g.clone(),
-                    });
-                }
-            }
+            optim::accumulate(&mut acc, &vars, &grads)?;
             m.add(r.loss, &r.out, &r.logps_chosen, &r.logps_rejected);
             tokens += r.tokens;
         }
-        let mut grads: Vec<Tensor> = acc
-            .into_iter()
-            .zip(&vars)
-            .map(|(g, v)| g.map_or_else(|| v.as_tensor().zeros_like(), Ok))
-            .collect::<candle_core::Result<_>>()?;
-        let grad_norm = optim::global_norm(&grads)?;
-        if let Some(max) = t.max_grad_norm {
-            optim::clip(&mut grads, grad_norm, max)?;
-        }
         let lr = schedule::lr_at(t.schedule, t.lr, t.warmup_steps, total_steps, step);
-        opt.step(&vars, &grads, lr)?;
+        let grad_norm = optim::apply(&mut opt, &vars, acc, lr, t.max_grad_norm)?;
         let done = step + 1;
         let secs = started.elapsed().as_secs_f64();
         let epoch = (done * ctx.pairs_per_step) as f64 / ctx.train.pairs.len() as f64;

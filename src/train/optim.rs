@@ -5,6 +5,7 @@
 use std::collections::HashMap;
 use std::path::Path;
 
+use candle_core::backprop::GradStore;
 use candle_core::{Device, Result, Tensor, Var};
 
 pub struct AdamW {
@@ -99,6 +100,42 @@ impl AdamW {
         self.step = step;
         Ok(())
     }
+}
+
+/// Add one backward's gradients of `vars` into `acc` (`acc[i]` belongs to `vars[i]`).
+pub fn accumulate(acc: &mut [Option<Tensor>], vars: &[&Var], grads: &GradStore) -> Result<()> {
+    for (i, v) in vars.iter().enumerate() {
+        if let Some(g) = grads.get(v.as_tensor()) {
+            acc[i] = Some(match acc[i].take() {
+                Some(a) => (a + g)?,
+                None => g.clone(),
+            });
+        }
+    }
+    Ok(())
+}
+
+/// The update of one training step: the accumulated gradients (zeros where a tensor got none),
+/// clipped to `max_grad_norm` when given, then one AdamW step at `lr`. Returns the global norm
+/// before clipping (TRL's `grad_norm`).
+pub fn apply(
+    opt: &mut AdamW,
+    vars: &[&Var],
+    acc: Vec<Option<Tensor>>,
+    lr: f64,
+    max_grad_norm: Option<f64>,
+) -> Result<f64> {
+    let mut grads: Vec<Tensor> = acc
+        .into_iter()
+        .zip(vars)
+        .map(|(g, v)| g.map_or_else(|| v.as_tensor().zeros_like(), Ok))
+        .collect::<Result<_>>()?;
+    let grad_norm = global_norm(&grads)?;
+    if let Some(max) = max_grad_norm {
+        clip(&mut grads, grad_norm, max)?;
+    }
+    opt.step(vars, &grads, lr)?;
+    Ok(grad_norm)
 }
 
 /// The global L2 norm of `grads`, computed in f64 from f32 partial sums.

@@ -1,0 +1,50 @@
+//! `dpo-lora bench --model MODEL.gguf [--workloads long,short] [--modes ...] [--steps N]`.
+
+use anyhow::{Context, Result};
+
+use crate::bench::{self, Mode, Workload};
+use crate::cli::BenchArgs;
+
+pub fn run(a: BenchArgs) -> Result<()> {
+    let workloads = bench::parse_list(
+        "workloads",
+        &a.workloads,
+        &Workload::ALL,
+        Workload::parse,
+        Workload::name,
+    )?;
+    let modes = bench::parse_list("modes", &a.modes, &Mode::ALL, Mode::parse, Mode::name)?;
+    if let Some(child) = &a.child {
+        let mode =
+            Mode::parse(child).with_context(|| format!("--child: unknown mode `{child}`"))?;
+        let data = a
+            .child_data
+            .as_deref()
+            .context("--child needs --child-data")?;
+        return bench::child(&a.model, mode, workloads[0], data, a.warmup, a.steps);
+    }
+    let opts = bench::Options {
+        model: a.model,
+        workloads,
+        modes,
+        warmup: a.warmup,
+        steps: a.steps,
+        out: a.out,
+        progress: !a.quiet,
+    };
+    let (report, out) = bench::run(&opts)?;
+    print!("{}", bench::report::table(&report));
+    println!(
+        "matrix-product peak (f32, {} threads): {:.1} GFLOP/s",
+        report.threads, report.matmul_peak_gflops
+    );
+    for c in bench::report::checks(&report) {
+        println!("{c}");
+    }
+    eprintln!(
+        "bench: {} written in {}",
+        ["bench.json", "bench.md", "bench.png"].join(", "),
+        out.display()
+    );
+    Ok(())
+}
