@@ -41,6 +41,12 @@ pub struct BenchArgs {
     /// A local .gguf file, or hf:OWNER/REPO/FILE.gguf.
     #[arg(long, short = 'm')]
     pub model: String,
+    /// auto (CUDA, then Metal, then the CPU), cpu, cuda, cuda:N or metal.
+    #[arg(long, default_value = "auto")]
+    pub device: crate::device::DeviceChoice,
+    /// Activation type: auto (bf16 on CUDA, else f32), f32, bf16, f16.
+    #[arg(long, value_enum, default_value = "auto")]
+    pub dtype: crate::device::ComputeDtype,
     /// Comma-separated: long (prompt 64 + completions 96-192 tokens), short (~30 tokens).
     #[arg(long, value_delimiter = ',', default_value = "long,short")]
     pub workloads: Vec<String>,

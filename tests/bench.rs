@@ -2,12 +2,11 @@
 //! numbers and the files are written; bad input is a one-line error with exit code 2. No timing
 //! is asserted (STYLE.md: timing belongs in benchmarks).
 
-use std::path::Path;
-use std::process::{Command, Output};
+mod common;
 
-fn bin() -> Command {
-    Command::new(env!("CARGO_BIN_EXE_dpo-lora"))
-}
+use std::path::Path;
+
+use common::{assert_user_error, bin};
 
 fn synth(dir: &Path) -> std::path::PathBuf {
     let model = dir.join("tiny.gguf");
@@ -19,11 +18,8 @@ fn synth(dir: &Path) -> std::path::PathBuf {
     model
 }
 
-fn one_line_error(o: &Output, needle: &str) {
-    let err = String::from_utf8_lossy(&o.stderr);
-    assert_eq!(o.status.code(), Some(2), "{err}");
-    assert_eq!(err.trim().lines().count(), 1, "{err}");
-    assert!(err.contains(needle), "{err}");
+fn one_line_error(o: &std::process::Output, needle: &str) {
+    assert_user_error(o, &[needle]);
 }
 
 #[test]

@@ -10,7 +10,7 @@ use std::path::Path;
 use std::time::Instant;
 
 use anyhow::{Context, Result};
-use candle_core::{Device, Tensor};
+use candle_core::Tensor;
 
 use super::flops::{self, Shapes};
 use super::{Mode, Row, Workload};
@@ -35,6 +35,8 @@ pub const MAX_GRAD_NORM: f64 = 1.0;
 /// What the child is asked to measure.
 pub struct Job<'a> {
     pub model: &'a str,
+    pub device: crate::device::DeviceChoice,
+    pub dtype: crate::device::ComputeDtype,
     pub mode: Mode,
     pub workload: Workload,
     pub data: &'a Path,
@@ -94,7 +96,12 @@ fn row(job: &Job, mode: &str, what: &str, secs: &[f64], tokens: &[usize], flop: 
 /// Run `job` in this process: its rows (two for `dpo-precomputed`: the one-off precompute, then
 /// training). `progress(done, total)` is called after every step.
 pub fn run(job: &Job, progress: &mut dyn FnMut(usize, usize)) -> Result<Vec<Row>> {
-    let loaded = Loaded::open(job.model)?;
+    let device = job.device.open()?;
+    let mut loaded = Loaded::open_on(job.model, &device)?;
+    loaded
+        .model
+        .set_dtype(job.dtype.resolve(&device))
+        .map_err(|e| anyhow::anyhow!("--dtype: {e}"))?;
     let model = &loaded.model;
     let limits = Limits {
         max_length: super::workload::MAX_LENGTH,
@@ -126,7 +133,7 @@ pub fn run(job: &Job, progress: &mut dyn FnMut(usize, usize)) -> Result<Vec<Row>
         model.config.n_layer,
         |il, t| model.linear_dims(il, t),
         0,
-        &Device::Cpu,
+        &device,
     )?;
     let vars = lora.vars();
     let mut opt = optim::AdamW::new(&vars, 0.0)?;
@@ -147,7 +154,16 @@ pub fn run(job: &Job, progress: &mut dyn FnMut(usize, usize)) -> Result<Vec<Row>
     // Mode-specific state, built before the first step (and outside the timing).
     let second_copy: Option<Model> = match job.mode {
         Mode::SecondCopy => Some(
-            Model::load(&loaded.file, &Device::Cpu)
+            Model::load(&loaded.file, &device)
+                .and_then(|mut m| {
+                    m.set_dtype(model.dtype())
+                        .map_err(|e| crate::gguf::GgufError::Tensor {
+                            path: loaded.file.path.clone(),
+                            name: "(second copy)".into(),
+                            reason: e.to_string(),
+                        })?;
+                    Ok(m)
+                })
                 .context("loading the second copy of the base")?,
         ),
         _ => None,

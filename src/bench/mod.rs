@@ -122,6 +122,8 @@ pub struct Report {
 
 pub struct Options {
     pub model: String,
+    pub device: crate::device::DeviceChoice,
+    pub dtype: crate::device::ComputeDtype,
     pub workloads: Vec<Workload>,
     pub modes: Vec<Mode>,
     pub warmup: usize,
@@ -286,6 +288,10 @@ fn run_child(
             &opts.warmup.to_string(),
             "--steps",
             &opts.steps.to_string(),
+            "--device",
+            &opts.device.to_string(),
+            "--dtype",
+            &format!("{:?}", opts.dtype).to_lowercase(),
         ])
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
@@ -319,8 +325,11 @@ fn run_child(
 }
 
 /// The hidden child side: measure `mode` and print its rows as JSON on stdout.
+#[allow(clippy::too_many_arguments)]
 pub fn child(
     model: &str,
+    device: crate::device::DeviceChoice,
+    dtype: crate::device::ComputeDtype,
     mode: Mode,
     w: Workload,
     data: &Path,
@@ -329,6 +338,8 @@ pub fn child(
 ) -> Result<()> {
     let job = measure::Job {
         model,
+        device,
+        dtype,
         mode,
         workload: w,
         data,

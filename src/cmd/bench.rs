@@ -21,10 +21,22 @@ pub fn run(a: BenchArgs) -> Result<()> {
             .child_data
             .as_deref()
             .context("--child needs --child-data")?;
-        return bench::child(&a.model, mode, workloads[0], data, a.warmup, a.steps);
+        return bench::child(
+            &a.model,
+            a.device,
+            a.dtype,
+            mode,
+            workloads[0],
+            data,
+            a.warmup,
+            a.steps,
+        );
     }
+    a.device.open_and_report()?;
     let opts = bench::Options {
         model: a.model,
+        device: a.device,
+        dtype: a.dtype,
         workloads,
         modes,
         warmup: a.warmup,
