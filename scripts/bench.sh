@@ -44,7 +44,7 @@ for name in "${names[@]}"; do
   echo "bench: dpo-lora on $name ($WORKLOADS)" >&2
   "$BIN" bench --model "$model" --workloads "$WORKLOADS" --warmup "$WARMUP" --steps "$STEPS" --out "$dir"
   hf="$dir/hf-f32"
-  [ -f "$hf/model.safetensors" ] || "$BIN" export --model "$model" --format hf --base-only --dtype f32 --out "$hf" --force >/dev/null
+  [ -f "$hf/model.safetensors" ] || "$BIN" export --model "$model" --format hf --base-only --dtype f32 --out "$hf" --force >/dev/null 2>&1
   IFS=',' read -ra wls <<< "$WORKLOADS"
   for w in "${wls[@]}"; do
     echo "bench: TRL on $name ($w)" >&2

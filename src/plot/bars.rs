@@ -85,7 +85,8 @@ fn draw(
             .copied()
             .filter(|v| v.is_finite())
             .fold(0.0, f64::max);
-        let y_top = if max > 0.0 { max * 1.18 } else { 1.0 };
+        // Headroom for the value labels and the legend in the upper right.
+        let y_top = if max > 0.0 { max * 1.3 } else { 1.0 };
         let mut chart = ChartBuilder::on(&area)
             .margin(8)
             .x_label_area_size(30)
