@@ -356,13 +356,13 @@ fn hub_name_offline_names_the_local_alternative() {
 fn device_auto_picks_the_cpu_here_and_cuda_needs_a_cuda_build() {
     let model = tiny("llama");
     let data = common::fixtures().join("records.jsonl");
-    let o = run(&[
-        "score",
-        "-m",
-        model.to_str().unwrap(),
-        "--data",
-        data.to_str().unwrap(),
-    ]);
+    let score = |extra: &[&str]| {
+        let mut args = vec!["score", "-m", model.to_str().unwrap()];
+        args.extend(["--data", data.to_str().unwrap()]);
+        args.extend(extra);
+        run(&args)
+    };
+    let o = score(&[]);
     assert!(o.status.success(), "{}", stderr(&o));
     let e = stderr(&o);
     assert!(
@@ -370,43 +370,22 @@ fn device_auto_picks_the_cpu_here_and_cuda_needs_a_cuda_build() {
             .any(|l| l.starts_with("device: cpu") && l.contains("(auto)")),
         "{e}"
     );
-    let cpu = run(&[
-        "score",
-        "-m",
-        model.to_str().unwrap(),
-        "--data",
-        data.to_str().unwrap(),
-        "--device",
-        "cpu",
-    ]);
+    let cpu = score(&["--device", "cpu"]);
     assert_eq!(
         cpu.stdout, o.stdout,
         "auto and cpu must score the same here"
     );
     if !cfg!(feature = "cuda") {
-        let o = run(&[
-            "score",
-            "-m",
-            model.to_str().unwrap(),
-            "--data",
-            data.to_str().unwrap(),
-            "--device",
-            "cuda",
-        ]);
         assert_user_error(
-            &o,
+            &score(&["--device", "cuda"]),
             &["--device cuda:0", "without CUDA", "scripts/build-cuda.sh"],
         );
     }
-    let o = run(&[
-        "score",
-        "-m",
-        model.to_str().unwrap(),
-        "--data",
-        data.to_str().unwrap(),
-        "--device",
-        "tpu",
-    ]);
+    assert_user_error(
+        &score(&["--dtype", "bf16"]),
+        &["--dtype Bf16", "the CPU runs f32"],
+    );
+    let o = score(&["--device", "tpu"]);
     assert_eq!(o.status.code(), Some(2));
     assert!(
         stderr(&o).contains("unknown device `tpu`"),
