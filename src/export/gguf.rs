@@ -108,8 +108,12 @@ pub fn write(
     write_gguf(&dir.join(FILE), &metadata, &tensors)?;
     report.notes.push(format!("quant {q}: {}", stats.summary()));
     if stats.tensors > 0 && stats.retained_cosine() < LOST {
+        let finer = match q {
+            QuantChoice::All(GgmlDType::Q8_0) => "f16 or f32",
+            _ => "q8_0 or f16",
+        };
         report.notes.push(format!(
-            "warning: re-quantizing to {q} loses most of the adapter (it is smaller than the quantization step); for the trained behaviour use --quant q8_0 or f16, or --format gguf-lora"
+            "warning: re-quantizing to {q} loses most of the adapter (it is smaller than the quantization step); for the trained behaviour use --quant {finer}, or --format gguf-lora"
         ));
     }
     if !fallbacks.is_empty() {
