@@ -16,6 +16,7 @@
 //! - [`synth`]: tiny random GGUF models of every architecture, for tests and the tiny recipe.
 //! - [`bench`]: step time, tokens/s and peak memory per training mode (`dpo-lora bench`).
 //! - [`cli`], [`cmd`]: the `dpo-lora` command line.
+pub mod atomic;
 pub mod bench;
 pub mod cli;
 pub mod cmd;

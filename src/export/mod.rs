@@ -25,11 +25,12 @@ pub mod quant;
 pub mod spec;
 pub mod tokenizer_files;
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use anyhow::{bail, Context, Result};
 use serde::{Deserialize, Serialize};
 
+use crate::atomic::Staging;
 use crate::model::Lora;
 use crate::session::Loaded;
 pub use card::Provenance;
@@ -143,65 +144,6 @@ pub fn export(
     Ok(report)
 }
 
-/// A hidden temporary folder beside `out`, renamed over it by [`Staging::commit`] and removed if
-/// dropped uncommitted (an error or a panic part-way leaves `out` as it was).
-pub struct Staging {
-    tmp: PathBuf,
-    out: PathBuf,
-    committed: bool,
-}
-
-impl Staging {
-    pub fn new(out: &Path, force: bool) -> Result<Self> {
-        if out.exists() && !force {
-            bail!(
-                "{}: already exists; choose another --out, or pass --force to replace it (the old one stays until the new one is complete)",
-                out.display()
-            );
-        }
-        let parent = out
-            .parent()
-            .filter(|p| !p.as_os_str().is_empty())
-            .unwrap_or(Path::new("."));
-        std::fs::create_dir_all(parent)
-            .with_context(|| format!("{}: cannot create the folder", parent.display()))?;
-        let name = out
-            .file_name()
-            .with_context(|| format!("{}: not a folder name", out.display()))?
-            .to_string_lossy()
-            .into_owned();
-        let tmp = parent.join(format!(".{name}.partial-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&tmp);
-        std::fs::create_dir(&tmp)
-            .with_context(|| format!("{}: cannot create the folder", tmp.display()))?;
-        Ok(Self {
-            tmp,
-            out: out.to_path_buf(),
-            committed: false,
-        })
-    }
-
-    pub fn dir(&self) -> &Path {
-        &self.tmp
-    }
-
-    pub fn commit(mut self) -> Result<()> {
-        crate::model::peft::replace_dir(&self.tmp, &self.out).with_context(|| {
-            format!("{}: cannot move the export into place", self.out.display())
-        })?;
-        self.committed = true;
-        Ok(())
-    }
-}
-
-impl Drop for Staging {
-    fn drop(&mut self) {
-        if !self.committed {
-            let _ = std::fs::remove_dir_all(&self.tmp);
-        }
-    }
-}
-
 fn list_files(dir: &Path) -> Result<Vec<(String, u64)>> {
     let mut files = Vec::new();
     for e in std::fs::read_dir(dir)? {
@@ -215,37 +157,4 @@ fn list_files(dir: &Path) -> Result<Vec<(String, u64)>> {
     }
     files.sort();
     Ok(files)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn a_failed_export_leaves_the_old_folder_and_no_temporary() {
-        let t = tempfile::tempdir().unwrap();
-        let out = t.path().join("out");
-        std::fs::create_dir(&out).unwrap();
-        std::fs::write(out.join("good.txt"), "old").unwrap();
-        {
-            let s = Staging::new(&out, true).unwrap();
-            std::fs::write(s.dir().join("half.bin"), "partial").unwrap();
-            // dropped without commit: the export failed part-way
-        }
-        let names: Vec<String> = std::fs::read_dir(t.path())
-            .unwrap()
-            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
-            .collect();
-        assert_eq!(names, ["out"]);
-        assert_eq!(
-            std::fs::read_to_string(out.join("good.txt")).unwrap(),
-            "old"
-        );
-        let s = Staging::new(&out, true).unwrap();
-        std::fs::write(s.dir().join("new.txt"), "new").unwrap();
-        s.commit().unwrap();
-        assert!(!out.join("good.txt").exists());
-        assert_eq!(std::fs::read_to_string(out.join("new.txt")).unwrap(), "new");
-        assert!(Staging::new(&out, false).is_err());
-    }
 }

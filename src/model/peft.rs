@@ -85,38 +85,21 @@ pub fn tensor_name(layer: usize, target: Target, ab: char) -> String {
     )
 }
 
-/// Write `lora` as a PEFT folder at `dir`, atomically: into a temporary sibling, then renamed
-/// over `dir` (an old `dir` is replaced only once the new one is complete).
+/// Write `lora` as a PEFT folder at `dir`, atomically (see [`crate::atomic::Staging`]): an old
+/// `dir` is replaced only once the new one is complete.
 pub fn save(
     lora: &Lora,
     dir: &Path,
     base: &BaseInfo,
     base_model_name: Option<&str>,
 ) -> Result<(), PeftError> {
-    let ferr = |msg: String| PeftError::File {
+    let ferr = |e: anyhow::Error| PeftError::File {
         path: dir.to_path_buf(),
-        msg,
+        msg: format!("{e:#}"),
     };
-    let parent = dir
-        .parent()
-        .filter(|p| !p.as_os_str().is_empty())
-        .unwrap_or(Path::new("."));
-    std::fs::create_dir_all(parent)
-        .map_err(|e| ferr(format!("cannot create the parent folder: {e}")))?;
-    let name = dir
-        .file_name()
-        .map(|n| n.to_string_lossy().into_owned())
-        .unwrap_or_else(|| "adapter".into());
-    let tmp = parent.join(format!(".{name}.tmp-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&tmp);
-    let result = std::fs::create_dir_all(&tmp)
-        .map_err(|e| ferr(format!("cannot create {}: {e}", tmp.display())))
-        .and_then(|()| write_files(lora, &tmp, base, base_model_name));
-    if let Err(e) = result {
-        let _ = std::fs::remove_dir_all(&tmp);
-        return Err(e);
-    }
-    replace_dir(&tmp, dir).map_err(|e| ferr(format!("cannot move the new adapter into place: {e}")))
+    let staging = crate::atomic::Staging::new(dir, true).map_err(ferr)?;
+    write_files(lora, staging.dir(), base, base_model_name)?;
+    staging.commit().map_err(ferr)
 }
 
 /// Write the PEFT files of `lora` into the existing folder `dir` (not atomic: see [`save`]).
@@ -163,19 +146,6 @@ pub fn write_files(
     }
     candle_core::safetensors::save(&tensors, dir.join("adapter_model.safetensors"))
         .map_err(|e| ferr(format!("adapter_model.safetensors: {e}")))
-}
-
-/// Rename `new` over `dir`: the old `dir` (if any) is moved aside first and removed after.
-pub fn replace_dir(new: &Path, dir: &Path) -> std::io::Result<()> {
-    if dir.exists() {
-        let old = dir.with_extension(format!("old-{}", std::process::id()));
-        std::fs::rename(dir, &old)?;
-        std::fs::rename(new, dir)?;
-        let _ = std::fs::remove_dir_all(&old);
-        Ok(())
-    } else {
-        std::fs::rename(new, dir)
-    }
 }
 
 /// Read a PEFT folder written by dpo-lora or PEFT and check it fits `model`.

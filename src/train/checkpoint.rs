@@ -58,7 +58,7 @@ pub fn write(
             final_dir.display()
         )));
     }
-    peft::replace_dir(&tmp, &final_dir).with_context(|| {
+    crate::atomic::replace_dir(&tmp, &final_dir).with_context(|| {
         format!(
             "{}: cannot move the checkpoint into place",
             final_dir.display()
