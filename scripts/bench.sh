@@ -21,13 +21,8 @@ WARMUP="${BENCH_WARMUP:-3}"
 STEPS="${BENCH_STEPS:-5}"
 WHICH="${BENCH_MODELS:-smollm2,gemma3}"
 
-if [ ! -x "$VENV/bin/python" ] || ! "$VENV/bin/python" -c "import torch, transformers, peft, trl, datasets" 2>/dev/null; then
-  echo "bench: installing torch, transformers, peft, trl into $VENV" >&2
-  python3 -m venv "$VENV"
-  "$VENV/bin/pip" install -q --upgrade pip
-  "$VENV/bin/pip" install -q --no-deps torch==2.15.0
-  "$VENV/bin/pip" install -q -r scripts/bench-requirements.txt
-fi
+source scripts/torch-venv.sh
+ensure_torch_venv "$VENV" scripts/bench-requirements.txt "import torch, transformers, peft, trl, datasets"
 scripts/fetch-models.sh >/dev/null
 cargo build -q --release
 BIN="${CARGO_TARGET_DIR:-target}/release/dpo-lora"

@@ -9,13 +9,8 @@ VENV="${DPO_LORA_VENV:-$HOME/.cache/dpo-lora/venv-export}"
 MODELS="${DPO_LORA_MODELS:-$HOME/.cache/dpo-lora/models}"
 OUT="${1:-runs/export-check}"
 
-if [ ! -x "$VENV/bin/python" ] || ! "$VENV/bin/python" -c "import torch, transformers, peft, llama_cpp" 2>/dev/null; then
-  echo "export-check: installing torch, transformers, peft, llama-cpp-python into $VENV" >&2
-  python3 -m venv "$VENV"
-  "$VENV/bin/pip" install -q --upgrade pip
-  "$VENV/bin/pip" install -q --no-deps torch==2.15.0
-  CMAKE_BUILD_PARALLEL_LEVEL="$(nproc)" "$VENV/bin/pip" install -q -r scripts/export-check-requirements.txt
-fi
+source scripts/torch-venv.sh
+ensure_torch_venv "$VENV" scripts/export-check-requirements.txt "import torch, transformers, peft, llama_cpp"
 scripts/fetch-models.sh >/dev/null
 cargo build -q
 mkdir -p "$OUT"
