@@ -63,6 +63,10 @@ pub struct BenchArgs {
     /// Output folder (default runs/bench/<model file stem>).
     #[arg(long)]
     pub out: Option<PathBuf>,
+    /// Keep every block's activations for the backward instead of recomputing them (faster
+    /// steps, much more memory; what a trainer without gradient checkpointing does).
+    #[arg(long)]
+    pub no_gradient_checkpointing: bool,
     /// No progress bar.
     #[arg(long)]
     pub quiet: bool,

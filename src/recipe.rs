@@ -192,6 +192,10 @@ pub struct TrainSection {
     pub save_every: Option<usize>,
     #[serde(default = "d_keep")]
     pub keep_checkpoints: usize,
+    /// Recompute each block in the backward instead of keeping its activations: a step holds
+    /// one tensor per layer instead of all of them, for about 1.5x the step time.
+    #[serde(default = "d_true")]
+    pub gradient_checkpointing: bool,
 }
 
 /// Learning-rate schedule after the linear warm-up.
@@ -246,6 +250,9 @@ fn d_seed() -> u64 {
 }
 fn d_clip() -> Option<f64> {
     Some(1.0)
+}
+fn d_true() -> bool {
+    true
 }
 fn d_keep() -> usize {
     2

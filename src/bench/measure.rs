@@ -37,6 +37,7 @@ pub struct Job<'a> {
     pub model: &'a str,
     pub device: crate::device::DeviceChoice,
     pub dtype: crate::device::ComputeDtype,
+    pub gradient_checkpointing: bool,
     pub mode: Mode,
     pub workload: Workload,
     pub data: &'a Path,
@@ -102,6 +103,7 @@ pub fn run(job: &Job, progress: &mut dyn FnMut(usize, usize)) -> Result<Vec<Row>
         .model
         .set_dtype(job.dtype.resolve(&device))
         .map_err(|e| anyhow::anyhow!("--dtype: {e}"))?;
+    loaded.model.set_checkpointing(job.gradient_checkpointing);
     let model = &loaded.model;
     let limits = Limits {
         max_length: super::workload::MAX_LENGTH,

@@ -124,6 +124,9 @@ pub struct Options {
     pub model: String,
     pub device: crate::device::DeviceChoice,
     pub dtype: crate::device::ComputeDtype,
+    /// Recompute each block in the backward (the training default) instead of keeping its
+    /// activations.
+    pub gradient_checkpointing: bool,
     pub workloads: Vec<Workload>,
     pub modes: Vec<Mode>,
     pub warmup: usize,
@@ -256,6 +259,7 @@ pub fn run(opts: &Options) -> Result<(Report, PathBuf)> {
             "max_grad_norm": measure::MAX_GRAD_NORM,
             "warmup_steps": opts.warmup,
             "measured_steps": opts.steps,
+            "gradient_checkpointing": opts.gradient_checkpointing,
         }),
         workloads: serde_json::Value::Object(workload_info),
         matmul,
@@ -293,6 +297,7 @@ fn run_child(
             "--dtype",
             &format!("{:?}", opts.dtype).to_lowercase(),
         ])
+        .args((!opts.gradient_checkpointing).then_some("--no-gradient-checkpointing"))
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
@@ -324,29 +329,9 @@ fn run_child(
     serde_json::from_str(stdout.trim()).context("the child process printed no result")
 }
 
-/// The hidden child side: measure `mode` and print its rows as JSON on stdout.
-#[allow(clippy::too_many_arguments)]
-pub fn child(
-    model: &str,
-    device: crate::device::DeviceChoice,
-    dtype: crate::device::ComputeDtype,
-    mode: Mode,
-    w: Workload,
-    data: &Path,
-    warmup: usize,
-    steps: usize,
-) -> Result<()> {
-    let job = measure::Job {
-        model,
-        device,
-        dtype,
-        mode,
-        workload: w,
-        data,
-        warmup,
-        steps,
-    };
-    let rows = measure::run(&job, &mut |done, total| eprintln!("step {done}/{total}"))?;
+/// The hidden child side: measure `job` and print its rows as JSON on stdout.
+pub fn child(job: &measure::Job) -> Result<()> {
+    let rows = measure::run(job, &mut |done, total| eprintln!("step {done}/{total}"))?;
     println!("{}", serde_json::to_string(&rows)?);
     Ok(())
 }

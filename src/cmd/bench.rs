@@ -21,22 +21,24 @@ pub fn run(a: BenchArgs) -> Result<()> {
             .child_data
             .as_deref()
             .context("--child needs --child-data")?;
-        return bench::child(
-            &a.model,
-            a.device,
-            a.dtype,
+        return bench::child(&bench::measure::Job {
+            model: &a.model,
+            device: a.device,
+            dtype: a.dtype,
+            gradient_checkpointing: !a.no_gradient_checkpointing,
             mode,
-            workloads[0],
+            workload: workloads[0],
             data,
-            a.warmup,
-            a.steps,
-        );
+            warmup: a.warmup,
+            steps: a.steps,
+        });
     }
     a.device.open_and_report()?;
     let opts = bench::Options {
         model: a.model,
         device: a.device,
         dtype: a.dtype,
+        gradient_checkpointing: !a.no_gradient_checkpointing,
         workloads,
         modes,
         warmup: a.warmup,

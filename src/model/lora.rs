@@ -189,28 +189,53 @@ impl Lora {
         let Some(l) = self.get(layer, target) else {
             return Ok(None);
         };
-        let (a, b, x) = match train {
-            Some(seed) => {
-                let x = if self.config.dropout > 0.0 {
-                    dropout(
-                        x,
-                        self.config.dropout,
-                        SplitMix64::keyed(&[seed, layer as u64, target as u64]),
-                    )?
-                } else {
-                    x.clone()
-                };
-                (l.a.as_tensor().clone(), l.b.as_tensor().clone(), x)
-            }
-            None => (
-                l.a.as_tensor().detach(),
-                l.b.as_tensor().detach(),
-                x.clone(),
-            ),
+        let (a, b) = match train {
+            Some(_) => (l.a.as_tensor().clone(), l.b.as_tensor().clone()),
+            None => (l.a.as_tensor().detach(), l.b.as_tensor().detach()),
         };
-        let xa = x.broadcast_matmul(&a.t()?)?;
-        Ok(Some((xa.broadcast_matmul(&b.t()?)? * l.scale)?))
+        let drop = train.and_then(|seed| self.dropout(seed, layer, target));
+        branch(x, &a, &b, l.scale, drop).map(Some)
     }
+
+    /// The dropout of `(layer, target)` in the micro-batch drawn from `seed`, or `None` when the
+    /// adapters have no dropout. The same seed gives the same mask (resume, recompute).
+    pub fn dropout(&self, seed: u64, layer: usize, target: Target) -> Option<Dropout> {
+        Dropout::draw(self.config.dropout, seed, layer, target)
+    }
+}
+
+/// An inverted-dropout draw: probability `p`, mask from `rng`.
+#[derive(Debug, Clone)]
+pub struct Dropout {
+    pub p: f64,
+    pub rng: SplitMix64,
+}
+
+impl Dropout {
+    /// The draw of `(layer, target)` in the micro-batch `seed`, or `None` when `p == 0`.
+    pub fn draw(p: f64, seed: u64, layer: usize, target: Target) -> Option<Self> {
+        (p > 0.0).then(|| Self {
+            p,
+            rng: SplitMix64::keyed(&[seed, layer as u64, target as u64]),
+        })
+    }
+}
+
+/// The LoRA branch `scale · (dropout(x) · Aᵀ) · Bᵀ` for `A (r, in)`, `B (out, r)`; differentiable
+/// w.r.t. whatever of `x`, `a`, `b` is tracked.
+pub fn branch(
+    x: &Tensor,
+    a: &Tensor,
+    b: &Tensor,
+    scale: f64,
+    drop: Option<Dropout>,
+) -> Result<Tensor> {
+    let x = match drop {
+        Some(d) => dropout(x, d.p, d.rng)?,
+        None => x.clone(),
+    };
+    let xa = x.broadcast_matmul(&a.t()?)?;
+    xa.broadcast_matmul(&b.t()?)? * scale
 }
 
 /// Inverted dropout with a mask drawn from `rng` (so a resumed run draws the same masks).

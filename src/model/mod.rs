@@ -10,6 +10,8 @@
 //! a LoRA B on q/k is already in PEFT's row order. References: HF `modeling_llama.py`,
 //! `modeling_qwen2/3.py`, `modeling_gemma3.py`; llama.cpp `src/models/*.cpp`.
 
+pub mod block;
+pub mod checkpoint;
 pub mod composed;
 pub mod config;
 pub mod fused;
@@ -23,28 +25,13 @@ pub mod qweight;
 use candle_core::{DType, Device, Result, Tensor};
 
 use crate::gguf::{GgufError, GgufFile};
+use block::{Block, BlockInputs};
 pub use config::{Arch, Config};
-use fused::{rms_norm, rope};
-use layers::{attention, attention_mask, rope_tables};
+use fused::rms_norm;
+use layers::{attention_mask, rope_tables};
 pub use lora::{Adapters, Lora, LoraConfig, LoraLinear, Target};
 use qlinear::QLinear;
 use qweight::QWeight;
-
-struct Block {
-    attn_norm: Tensor,
-    q: QLinear,
-    k: QLinear,
-    v: QLinear,
-    o: QLinear,
-    q_norm: Option<Tensor>,
-    k_norm: Option<Tensor>,
-    post_attn_norm: Option<Tensor>,
-    ffn_norm: Tensor,
-    gate: QLinear,
-    up: QLinear,
-    down: QLinear,
-    post_ffn_norm: Option<Tensor>,
-}
 
 pub struct Model {
     pub config: Config,
@@ -57,6 +44,8 @@ pub struct Model {
     device: Device,
     /// The output matrix in quantized row blocks on the device, when the generic (GPU) path runs.
     head_blocks: Option<Vec<candle_core::quantized::QTensor>>,
+    /// Training forwards keep only each block's input and recompute the block in the backward.
+    checkpointing: bool,
     /// Activation type of the forward: f32, or bf16/f16 on the device path (the log-softmax,
     /// the loss and the LoRA weights stay f32).
     dtype: DType,
@@ -146,6 +135,16 @@ impl Model {
 
     pub fn dtype(&self) -> DType {
         self.dtype
+    }
+
+    /// Gradient checkpointing of training forwards (`Adapters::Train`), on by default: each
+    /// block is run again in the backward instead of keeping its intermediates (see `checkpoint`).
+    pub fn set_checkpointing(&mut self, on: bool) {
+        self.checkpointing = on;
+    }
+
+    pub fn checkpointing(&self) -> bool {
+        self.checkpointing
     }
 
     fn load_host(f: &GgufFile) -> std::result::Result<Self, GgufError> {
@@ -260,6 +259,7 @@ impl Model {
             rope_freq_factors,
             device: device.clone(),
             head_blocks: None,
+            checkpointing: true,
             dtype: DType::F32,
         })
     }
@@ -279,16 +279,7 @@ impl Model {
 
     /// The frozen linear `target` of layer `il` (for LoRA shapes and export).
     pub fn linear(&self, il: usize, target: Target) -> &QLinear {
-        let b = &self.blocks[il];
-        match target {
-            Target::QProj => &b.q,
-            Target::KProj => &b.k,
-            Target::VProj => &b.v,
-            Target::OProj => &b.o,
-            Target::GateProj => &b.gate,
-            Target::UpProj => &b.up,
-            Target::DownProj => &b.down,
-        }
+        self.blocks[il].linear(target)
     }
 
     /// Bytes the model's tensors take in memory (quantized weights as stored, vectors in f32).
@@ -318,21 +309,12 @@ impl Model {
         n
     }
 
-    fn lin(&self, il: usize, target: Target, x: &Tensor, adapters: Adapters) -> Result<Tensor> {
-        let y = self.linear(il, target).forward(x)?;
-        // LoRA runs in f32 (its weights are f32 masters) whatever the activation type.
-        let xf = x.to_dtype(DType::F32)?;
-        let delta = match adapters {
-            Adapters::Off => None,
-            Adapters::On(lora) => lora.delta(il, target, &xf, None)?,
-            Adapters::Train(lora, seed) => lora.delta(il, target, &xf, Some(seed))?,
-        };
-        match delta {
-            Some(d) => {
-                let d = d.to_dtype(y.dtype())?;
-                y + d
-            }
-            None => Ok(y),
+    /// The LoRA branch of `adapters` at `(il, target)` (f32 `x`).
+    fn delta(il: usize, target: Target, x: &Tensor, adapters: Adapters) -> Result<Option<Tensor>> {
+        match adapters {
+            Adapters::Off => Ok(None),
+            Adapters::On(lora) => lora.delta(il, target, x, None),
+            Adapters::Train(lora, seed) => lora.delta(il, target, x, Some(seed)),
         }
     }
 
@@ -386,48 +368,19 @@ impl Model {
                 (Some(m), true) => m,
                 _ => &global_mask,
             };
-            // attention
-            let h = rms_norm(&x, &b.attn_norm, c.rms_eps)?;
-            // (B, T, H, D): the q/k norms run here, where each head's row is contiguous
-            let q = self
-                .lin(il, Target::QProj, &h, adapters)?
-                .reshape((b_sz, seq_len, c.n_head, hd))?;
-            let k = self.lin(il, Target::KProj, &h, adapters)?.reshape((
+            let inputs = BlockInputs {
                 b_sz,
                 seq_len,
-                c.n_kv_head,
-                hd,
-            ))?;
-            let v = self
-                .lin(il, Target::VProj, &h, adapters)?
-                .reshape((b_sz, seq_len, c.n_kv_head, hd))?
-                .transpose(1, 2)?;
-            let (q, k) = match (&b.q_norm, &b.k_norm) {
-                (Some(qn), Some(kn)) => {
-                    (rms_norm(&q, qn, c.rms_eps)?, rms_norm(&k, kn, c.rms_eps)?)
-                }
-                _ => (q, k),
+                cos: cos.clone(),
+                sin: sin.clone(),
+                mask: mask.clone(),
             };
-            // (B, T, H, D) -> (B, H, T, D), rotated in the same pass
-            let q = rope(&q, cos, sin)?;
-            let k = rope(&k, cos, sin)?;
-            let a = attention(&q, &k, &v, mask, c.attn_scale)?;
-            let a = a.transpose(1, 2)?.reshape((b_sz, seq_len, c.n_head * hd))?;
-            let mut o = self.lin(il, Target::OProj, &a, adapters)?;
-            if let Some(n) = &b.post_attn_norm {
-                o = rms_norm(&o, n, c.rms_eps)?;
-            }
-            x = (x + o)?;
-            // MLP
-            let h = rms_norm(&x, &b.ffn_norm, c.rms_eps)?;
-            let g = self.lin(il, Target::GateProj, &h, adapters)?;
-            let u = self.lin(il, Target::UpProj, &h, adapters)?;
-            let gu = c.arch.activation().gated(&g, &u)?;
-            let mut m = self.lin(il, Target::DownProj, &gu, adapters)?;
-            if let Some(n) = &b.post_ffn_norm {
-                m = rms_norm(&m, n, c.rms_eps)?;
-            }
-            x = (x + m)?;
+            x = match adapters {
+                Adapters::Train(lora, seed) if self.checkpointing => {
+                    checkpoint::block(c, b, &inputs, il, &x, lora, seed)?
+                }
+                _ => b.forward(c, &inputs, &x, &|t, h| Self::delta(il, t, h, adapters))?,
+            };
         }
         rms_norm(&x, &self.output_norm, c.rms_eps)
     }

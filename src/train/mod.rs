@@ -233,6 +233,9 @@ pub fn run(recipe: &Recipe, opts: &Options) -> Result<Outcome> {
         .model
         .set_dtype(recipe.dtype.resolve(&device))
         .map_err(|e| anyhow::anyhow!("dtype: {e}"))?;
+    loaded
+        .model
+        .set_checkpointing(recipe.train.gradient_checkpointing);
     let limits = Limits::from_recipe(&recipe.data, &loaded.tok);
     let train_all = load_pairs(&recipe.data.train, &loaded.tok, &limits).context("data.train")?;
     let (train, eval) = match &recipe.data.eval {

@@ -1,0 +1,116 @@
+//! One transformer block (pre-norm attention + gated MLP, with gemma3's extra norms) as a
+//! function of its input and of the LoRA branch it is given.
+//!
+//! Owns: the block's frozen weights and its forward. Does not: decide which adapters run (the
+//! caller passes the LoRA branch as a function, so the same code serves the reference, the
+//! policy and the recompute of a checkpointed block; see `checkpoint`).
+
+use candle_core::{DType, Result, Tensor};
+
+use super::config::Config;
+use super::fused::{rms_norm, rope};
+use super::layers::attention;
+use super::lora::Target;
+use super::qlinear::QLinear;
+
+/// The frozen weights of one layer. Cheap to clone: every tensor is shared.
+#[derive(Clone)]
+pub(crate) struct Block {
+    pub attn_norm: Tensor,
+    pub q: QLinear,
+    pub k: QLinear,
+    pub v: QLinear,
+    pub o: QLinear,
+    pub q_norm: Option<Tensor>,
+    pub k_norm: Option<Tensor>,
+    pub post_attn_norm: Option<Tensor>,
+    pub ffn_norm: Tensor,
+    pub gate: QLinear,
+    pub up: QLinear,
+    pub down: QLinear,
+    pub post_ffn_norm: Option<Tensor>,
+}
+
+/// What one forward shares across blocks: the batch geometry, the rotary tables and the mask
+/// this block uses (sliding or global). Cheap to clone.
+#[derive(Clone)]
+pub(crate) struct BlockInputs {
+    pub b_sz: usize,
+    pub seq_len: usize,
+    pub cos: Tensor,
+    pub sin: Tensor,
+    pub mask: Tensor,
+}
+
+/// The LoRA branch of a forward: `delta(target, x)` is what the adapter adds to the frozen
+/// linear's output for input `x` (f32), or `None` where no adapter sits.
+pub(crate) type Delta<'a> = &'a dyn Fn(Target, &Tensor) -> Result<Option<Tensor>>;
+
+impl Block {
+    pub fn linear(&self, target: Target) -> &QLinear {
+        match target {
+            Target::QProj => &self.q,
+            Target::KProj => &self.k,
+            Target::VProj => &self.v,
+            Target::OProj => &self.o,
+            Target::GateProj => &self.gate,
+            Target::UpProj => &self.up,
+            Target::DownProj => &self.down,
+        }
+    }
+
+    /// Frozen linear + LoRA branch. LoRA runs in f32 (its weights are f32 masters) whatever the
+    /// activation type, and is cast back.
+    fn lin(&self, target: Target, x: &Tensor, delta: Delta) -> Result<Tensor> {
+        let y = self.linear(target).forward(x)?;
+        match delta(target, &x.to_dtype(DType::F32)?)? {
+            Some(d) => {
+                let d = d.to_dtype(y.dtype())?;
+                y + d
+            }
+            None => Ok(y),
+        }
+    }
+
+    /// `x (b_sz, seq_len, hidden) -> (b_sz, seq_len, hidden)`.
+    pub fn forward(&self, c: &Config, p: &BlockInputs, x: &Tensor, delta: Delta) -> Result<Tensor> {
+        let (b_sz, seq_len, hd) = (p.b_sz, p.seq_len, c.head_dim);
+        // attention
+        let h = rms_norm(x, &self.attn_norm, c.rms_eps)?;
+        // (B, T, H, D): the q/k norms run here, where each head's row is contiguous
+        let q = self
+            .lin(Target::QProj, &h, delta)?
+            .reshape((b_sz, seq_len, c.n_head, hd))?;
+        let k = self
+            .lin(Target::KProj, &h, delta)?
+            .reshape((b_sz, seq_len, c.n_kv_head, hd))?;
+        let v = self
+            .lin(Target::VProj, &h, delta)?
+            .reshape((b_sz, seq_len, c.n_kv_head, hd))?
+            .transpose(1, 2)?;
+        let (q, k) = match (&self.q_norm, &self.k_norm) {
+            (Some(qn), Some(kn)) => (rms_norm(&q, qn, c.rms_eps)?, rms_norm(&k, kn, c.rms_eps)?),
+            _ => (q, k),
+        };
+        // (B, T, H, D) -> (B, H, T, D), rotated in the same pass
+        let q = rope(&q, &p.cos, &p.sin)?;
+        let k = rope(&k, &p.cos, &p.sin)?;
+        let a = attention(&q, &k, &v, &p.mask, c.attn_scale)?;
+        let a = a.transpose(1, 2)?.reshape((b_sz, seq_len, c.n_head * hd))?;
+        let mut o = self.lin(Target::OProj, &a, delta)?;
+        if let Some(n) = &self.post_attn_norm {
+            o = rms_norm(&o, n, c.rms_eps)?;
+        }
+        let x = (x + o)?;
+        // MLP
+        let h = rms_norm(&x, &self.ffn_norm, c.rms_eps)?;
+        let g = self.lin(Target::GateProj, &h, delta)?;
+        let u = self.lin(Target::UpProj, &h, delta)?;
+        let gu = c.arch.activation().gated(&g, &u)?;
+        let mut m = self.lin(Target::DownProj, &gu, delta)?;
+        if let Some(n) = &self.post_ffn_norm {
+            m = rms_norm(&m, n, c.rms_eps)?;
+        }
+        x + m
+    }
+}
