@@ -8,7 +8,8 @@
 //! the optimizer are element-wise and left out, so the share of peak they cost shows as lost time):
 //!
 //! ```text
-//! N = n_seq · seq_len               positions, padding included (the forward runs on them)
+//! N = n_seq · seq_len               positions, padding included (the forward runs on them);
+//!                                   a packed pair (prompt shared) is one row
 //! P = Σ_layers Σ_linears in · out   frozen linear weights (q, k, v, o, gate, up, down)
 //! R = Σ_adapted r · (in + out)      LoRA A and B
 //! A = 4 · n_seq · n_head · seq_len² · head_dim    QKᵀ and PV, full masked matrices

@@ -16,7 +16,7 @@ use super::flops::{self, Shapes};
 use super::{Mode, Row, Workload};
 use crate::data::batch::{load_pairs, Limits, TrainPair};
 use crate::loss::{LossType, PreferenceLoss};
-use crate::model::{Adapters, Lora, LoraConfig, Model, Target};
+use crate::model::{Adapters, Lora, LoraConfig, Model, Packed, Target};
 use crate::recipe::{LossSection, Truncation};
 use crate::session::Loaded;
 use crate::train::{self, optim, reference, RefVals};
@@ -64,13 +64,14 @@ fn median(xs: &[f64]) -> f64 {
 }
 
 /// The shape of the policy forward over `pairs` (every chosen, then every rejected sequence).
-fn shapes(pairs: &[&TrainPair]) -> Shapes {
-    let sides = || pairs.iter().flat_map(|p| [&p.chosen, &p.rejected]);
-    Shapes {
-        n_seq: 2 * pairs.len(),
-        seq_len: sides().map(|s| s.ids.len()).max().unwrap_or(0),
-        n_scored: sides().map(|s| s.completion().len()).sum(),
-    }
+/// The shapes the forward of `pairs` runs: one packed row per pair (prompt shared).
+fn shapes(pairs: &[&TrainPair]) -> Result<Shapes> {
+    let packed = Packed::pairs(&reference::pair_sequences(pairs))?;
+    Ok(Shapes {
+        n_seq: packed.rows.len(),
+        seq_len: packed.seq_len,
+        n_scored: packed.scored.iter().map(Vec::len).sum(),
+    })
 }
 
 /// A row from per-step times, tokens and FLOPs (measured steps only).
@@ -185,7 +186,7 @@ pub fn run(job: &Job, progress: &mut dyn FnMut(usize, usize)) -> Result<Vec<Row>
                     .map(|p| p.chosen.ids.len() + p.rejected.ids.len())
                     .sum(),
             );
-            flop.push(flops::forward(model, None, shapes(&pairs)));
+            flop.push(flops::forward(model, None, shapes(&pairs)?));
             progress(s + 1, total);
         }
         rows.push(row(
@@ -244,7 +245,7 @@ pub fn run(job: &Job, progress: &mut dyn FnMut(usize, usize)) -> Result<Vec<Row>
         if s >= job.warmup {
             secs.push(elapsed);
             tokens.push(n_tok);
-            let sh = shapes(&pairs);
+            let sh = shapes(&pairs)?;
             let reference_fwd = match job.mode {
                 Mode::AdaptersOff | Mode::SecondCopy => flops::forward(model, None, sh),
                 _ => 0.0,

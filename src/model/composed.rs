@@ -35,9 +35,15 @@ pub fn apply_rope(x: &Tensor, cos: &Tensor, sin: &Tensor) -> Result<Tensor> {
     x.broadcast_mul(cos)?.add(&rot.broadcast_mul(sin)?)
 }
 
-/// `fused::rope`'s contract: `x (b, t, h, d)` in, rotated `(b, h, t, d)` out.
+/// `fused::rope`'s contract: `x (b, t, h, d)` in, rotated `(b, h, t, d)` out; tables `(t, d)`
+/// or per row `(b, t, d)`.
 pub fn rope(x: &Tensor, cos: &Tensor, sin: &Tensor) -> Result<Tensor> {
-    apply_rope(&x.transpose(1, 2)?.contiguous()?, cos, sin)
+    let (cos, sin) = if cos.rank() == 3 {
+        (cos.unsqueeze(1)?, sin.unsqueeze(1)?)
+    } else {
+        (cos.clone(), sin.clone())
+    };
+    apply_rope(&x.transpose(1, 2)?.contiguous()?, &cos, &sin)
 }
 
 /// `act(gate) · up`.

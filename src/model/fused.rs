@@ -277,11 +277,14 @@ impl CustomOp2 for Gated {
 
 /// `x (b_sz, seq_len, n_head, head_dim)` (the projection's layout) rotated in the half-split
 /// ("NEOX", Hugging Face `rotate_half`) layout, `x·cos + rotate_half(x)·sin` with `cos`/`sin`
-/// `(seq_len, head_dim)` from `layers::rope_tables`, and returned as `(b_sz, n_head, seq_len,
-/// head_dim)`, contiguous: the transpose attention needs is done in the same pass.
+/// from `layers::rope_tables`, `(seq_len, head_dim)` for every row or `(b_sz, seq_len,
+/// head_dim)` per row (packed rows), and returned as `(b_sz, n_head, seq_len, head_dim)`,
+/// contiguous: the transpose attention needs is done in the same pass.
 pub fn rope(x: &Tensor, cos: &Tensor, sin: &Tensor) -> Result<Tensor> {
-    let (_, t, n_head, d) = x.dims4()?;
-    if cos.dims() != [t, d] || sin.dims() != [t, d] || d % 2 != 0 {
+    let (b, t, n_head, d) = x.dims4()?;
+    let per_row = cos.rank() == 3;
+    let ok = |tab: &Tensor| tab.dims() == [t, d] || tab.dims() == [b, t, d];
+    if !ok(cos) || sin.dims() != cos.dims() || d % 2 != 0 {
         candle_core::bail!(
             "rope: x {:?} with tables {:?} / {:?}",
             x.dims(),
@@ -299,6 +302,7 @@ pub fn rope(x: &Tensor, cos: &Tensor, sin: &Tensor) -> Result<Tensor> {
         sin: table(sin)?,
         seq_len: t,
         n_head,
+        per_row,
     })
 }
 
@@ -309,6 +313,8 @@ struct Rope {
     sin: Vec<f32>,
     seq_len: usize,
     n_head: usize,
+    /// Tables `(b, t, d)` (a row of positions per batch row) rather than `(t, d)`.
+    per_row: bool,
 }
 
 impl Rope {
@@ -326,15 +332,17 @@ impl Rope {
                 for (k, yr) in ys.chunks_mut(d).enumerate() {
                     let r = task * rows + k;
                     // the input row that output row r reads, and its position
-                    let (src, pos) = if transpose {
+                    let (src, b, t) = if transpose {
                         // r = (b, t, h) reads (b, h, t)
                         let (b, t, h) = (r / (t_len * n_head), (r / n_head) % t_len, r % n_head);
-                        ((b * n_head + h) * t_len + t, t)
+                        ((b * n_head + h) * t_len + t, b, t)
                     } else {
                         // r = (b, h, t) reads (b, t, h)
                         let (b, h, t) = (r / (t_len * n_head), (r / t_len) % n_head, r % t_len);
-                        ((b * t_len + t) * n_head + h, t)
+                        ((b * t_len + t) * n_head + h, b, t)
                     };
+                    // the table row of (b, t)
+                    let pos = if self.per_row { b * t_len + t } else { t };
                     let xr = &x[src * d..(src + 1) * d];
                     let c = &self.cos[pos * d..(pos + 1) * d];
                     let s = &self.sin[pos * d..(pos + 1) * d];
@@ -489,7 +497,7 @@ mod tests {
     //! values and the gradient of `sum(y · r)` for a random `r`.
 
     use super::*;
-    use crate::model::layers::{attention_mask, rope_tables};
+    use crate::model::layers::{attention_mask, rope_tables, RowLayout};
     use crate::synth::uniform_values;
     use candle_core::{Device, Var};
 
@@ -602,16 +610,53 @@ mod tests {
     #[test]
     fn rope_matches_composed_ops() {
         let (t, d) = (7, 16);
-        let (cos, sin) = rope_tables(t, d, 10_000.0, None, 1.0, &Device::Cpu).unwrap();
+        let (cos, sin) = rope_tables(
+            &(0..t).collect::<Vec<_>>(),
+            d,
+            10_000.0,
+            None,
+            1.0,
+            &Device::Cpu,
+        )
+        .unwrap();
         check(
             "rope",
             &[tensor(&[2, t, 3, d], 5, 2.0)],
             |x| rope(&x[0], &cos, &sin),
             |x| reference::apply_rope(&x[0].transpose(1, 2)?, &cos, &sin),
         );
+        // per-row tables (packed pairs: positions restart inside a row)
+        let pos: Vec<usize> = [0, 1, 2, 3, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11]
+            .into_iter()
+            .collect();
+        let (cos2, sin2) = rope_tables(&pos, d, 10_000.0, None, 1.0, &Device::Cpu).unwrap();
+        let (cos2, sin2) = (
+            cos2.reshape((2, t, d)).unwrap(),
+            sin2.reshape((2, t, d)).unwrap(),
+        );
+        check(
+            "rope (per row)",
+            &[tensor(&[2, t, 3, d], 9, 2.0)],
+            |x| rope(&x[0], &cos2, &sin2),
+            |x| {
+                reference::apply_rope(
+                    &x[0].transpose(1, 2)?,
+                    &cos2.unsqueeze(1)?,
+                    &sin2.unsqueeze(1)?,
+                )
+            },
+        );
         // llama3-style frequency factors and linear position scaling
         let ff: Vec<f32> = (0..d / 2).map(|i| 1.0 + i as f32).collect();
-        let (cos, sin) = rope_tables(t, d, 500.0, Some(&ff), 0.25, &Device::Cpu).unwrap();
+        let (cos, sin) = rope_tables(
+            &(0..t).collect::<Vec<_>>(),
+            d,
+            500.0,
+            Some(&ff),
+            0.25,
+            &Device::Cpu,
+        )
+        .unwrap();
         check(
             "rope (scaled)",
             &[tensor(&[1, t, 2, d], 6, 2.0)],
@@ -625,7 +670,8 @@ mod tests {
         let (t, scale) = (9, 0.3);
         for window in [None, Some(3)] {
             // the second sequence is padded: its padded queries see only themselves
-            let mask = attention_mask(&[t, 5], t, window, &Device::Cpu).unwrap();
+            let rows = [RowLayout::linear(t), RowLayout::linear(5)];
+            let mask = attention_mask(&rows, t, window, &Device::Cpu).unwrap();
             check(
                 &format!("softmax, window {window:?}"),
                 &[tensor(&[2, 3, t, t], 7, 10.0)],
@@ -658,13 +704,22 @@ mod tests {
     #[test]
     fn check_catches_a_wrong_backward() {
         let (t, d) = (4, 8);
-        let (cos, sin) = rope_tables(t, d, 10_000.0, None, 1.0, &Device::Cpu).unwrap();
+        let (cos, sin) = rope_tables(
+            &(0..t).collect::<Vec<_>>(),
+            d,
+            10_000.0,
+            None,
+            1.0,
+            &Device::Cpu,
+        )
+        .unwrap();
         let wrong = |x: &[Tensor]| {
             x[0].apply_op1(WrongRope(Rope {
                 cos: values(&cos),
                 sin: values(&sin),
                 seq_len: t,
                 n_head: 2,
+                per_row: false,
             }))
         };
         let msg = compare(

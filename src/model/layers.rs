@@ -9,12 +9,43 @@ use candle_core::{Device, Result, Tensor};
 
 use super::fused::masked_softmax;
 
-/// Rotary tables for positions `0..seq_len`: `(cos, sin)`, each `(seq_len, head_dim)` with the
+/// Where the tokens of one batch row sit: token `i` has RoPE position `pos[i]` and belongs to
+/// branch `branch[i]`. Branch 0 is seen by every later token; a token of branch `k > 0` sees
+/// branch 0 and its own branch only. A plain sequence is all branch 0 at positions `0..len`; a
+/// packed preference pair is `[prompt (0) | chosen completion (1) | rejected completion (2)]`
+/// with both completions starting at the prompt's length, so the prompt is computed once and
+/// each completion sees exactly what it would see alone.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RowLayout {
+    pub pos: Vec<usize>,
+    pub branch: Vec<u8>,
+}
+
+impl RowLayout {
+    /// A plain sequence of `len` tokens.
+    pub fn linear(len: usize) -> Self {
+        Self {
+            pos: (0..len).collect(),
+            branch: vec![0; len],
+        }
+    }
+
+    /// Real (unpadded) tokens in the row.
+    pub fn len(&self) -> usize {
+        self.pos.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.pos.is_empty()
+    }
+}
+
+/// Rotary tables at `positions`: `(cos, sin)`, each `(positions.len(), head_dim)` with the
 /// half-split ("NEOX", Hugging Face `rotate_half`) layout. Computed in f32 like HF:
 /// `inv_freq_i = 1 / (base^(2i/d) * factor_i)` (llama3 `rope_freqs` factors), times `scale`
 /// (linear position scaling, 1/factor).
 pub fn rope_tables(
-    seq_len: usize,
+    positions: &[usize],
     head_dim: usize,
     base: f32,
     freq_factors: Option<&[f32]>,
@@ -32,9 +63,9 @@ pub fn rope_tables(
             f / factor
         })
         .collect();
-    let mut cos = Vec::with_capacity(seq_len * head_dim);
-    let mut sin = Vec::with_capacity(seq_len * head_dim);
-    for p in 0..seq_len {
+    let mut cos = Vec::with_capacity(positions.len() * head_dim);
+    let mut sin = Vec::with_capacity(positions.len() * head_dim);
+    for &p in positions {
         let pos = p as f32 * pos_scale;
         for _ in 0..2 {
             for f in &inv {
@@ -44,29 +75,36 @@ pub fn rope_tables(
             }
         }
     }
+    let n = positions.len();
     Ok((
-        Tensor::from_vec(cos, (seq_len, head_dim), device)?,
-        Tensor::from_vec(sin, (seq_len, head_dim), device)?,
+        Tensor::from_vec(cos, (n, head_dim), device)?,
+        Tensor::from_vec(sin, (n, head_dim), device)?,
     ))
 }
 
-/// Additive attention mask `(b_sz, 1, seq_len, seq_len)`: 0 where query `i` may see key `j`
-/// (causal, inside the sequence's own length, and `i - j < window` when a window is given),
-/// `-inf` elsewhere. Padding is on the right, so real tokens never see padding; a padded query
-/// sees only itself, which keeps every softmax row (and so every key and value) finite; a
-/// padded row that saw nothing would be NaN and poison the real rows through `NaN · 0`.
+/// Additive attention mask `(b_sz, 1, seq_len, seq_len)` for rows padded on the right to
+/// `seq_len`: 0 where query `i` may see key `j` (a real key of a visible branch, at a position
+/// not after `i`'s, and `pos_i - pos_j < window` when a window is given), `-inf` elsewhere. Real
+/// tokens never see padding; a padded query sees only itself, which keeps every softmax row (and
+/// so every key and value) finite; a padded row that saw nothing would be NaN and poison the
+/// real rows through `NaN · 0`.
 pub fn attention_mask(
-    lengths: &[usize],
+    rows: &[RowLayout],
     seq_len: usize,
     window: Option<usize>,
     device: &Device,
 ) -> Result<Tensor> {
-    let mut m = Vec::with_capacity(lengths.len() * seq_len * seq_len);
-    for &len in lengths {
+    let mut m = Vec::with_capacity(rows.len() * seq_len * seq_len);
+    for row in rows {
+        let len = row.len();
         for i in 0..seq_len {
             for j in 0..seq_len {
                 let visible = if i < len {
-                    j <= i && window.is_none_or(|w| i - j < w)
+                    let (pi, bi) = (row.pos[i], row.branch[i]);
+                    j < len
+                        && (row.branch[j] == 0 || row.branch[j] == bi)
+                        && row.pos[j] <= pi
+                        && window.is_none_or(|w| pi - row.pos[j] < w)
                 } else {
                     j == i
                 };
@@ -74,7 +112,7 @@ pub fn attention_mask(
             }
         }
     }
-    Tensor::from_vec(m, (lengths.len(), 1, seq_len, seq_len), device)
+    Tensor::from_vec(m, (rows.len(), 1, seq_len, seq_len), device)
 }
 
 /// Scaled dot-product attention: `q (b, n_head, t, d)`, `k`/`v` `(b, n_kv_head, t, d)`.
@@ -140,7 +178,8 @@ mod tests {
             var(&[b, kv, t, d], 2),
             var(&[b, kv, t, d], 3),
         );
-        let mask = attention_mask(&[t, 3], t, Some(2), &dev).unwrap();
+        let rows = [RowLayout::linear(t), RowLayout::linear(3)];
+        let mask = attention_mask(&rows, t, Some(2), &dev).unwrap();
         let r =
             Tensor::from_vec(uniform_values(b * h * t * d, 4, 1.0), (b, h, t, d), &dev).unwrap();
         let run = |f: fn(&Tensor, &Tensor, &Tensor, &Tensor, f64) -> Result<Tensor>| {

@@ -18,6 +18,7 @@ pub mod fused;
 pub mod head;
 pub mod layers;
 pub mod lora;
+pub mod pack;
 pub mod peft;
 pub mod qlinear;
 pub mod qweight;
@@ -28,8 +29,10 @@ use crate::gguf::{GgufError, GgufFile};
 use block::{Block, BlockInputs};
 pub use config::{Arch, Config};
 use fused::rms_norm;
+pub use layers::RowLayout;
 use layers::{attention_mask, rope_tables};
 pub use lora::{Adapters, Lora, LoraConfig, LoraLinear, Target};
+pub use pack::Packed;
 use qlinear::QLinear;
 use qweight::QWeight;
 
@@ -333,9 +336,22 @@ impl Model {
         seq_len: usize,
         adapters: Adapters,
     ) -> Result<Tensor> {
+        let rows: Vec<RowLayout> = lengths.iter().map(|&l| RowLayout::linear(l)).collect();
+        self.forward_rows(ids, &rows, seq_len, adapters)
+    }
+
+    /// Final-normed hidden states `(b_sz, seq_len, hidden)` for right-padded `ids` laid out as
+    /// `rows` say (positions and branches: see [`RowLayout`]).
+    pub fn forward_rows(
+        &self,
+        ids: &[u32],
+        rows: &[RowLayout],
+        seq_len: usize,
+        adapters: Adapters,
+    ) -> Result<Tensor> {
         let c = &self.config;
-        let b_sz = lengths.len();
-        if ids.len() != b_sz * seq_len || lengths.iter().any(|&l| l > seq_len) {
+        let b_sz = rows.len();
+        if ids.len() != b_sz * seq_len || rows.iter().any(|r| r.len() > seq_len) {
             candle_core::bail!("forward: {} ids for {b_sz} x {seq_len}", ids.len())
         }
         let (hd, dev) = (c.head_dim, &self.device);
@@ -347,18 +363,27 @@ impl Model {
             x = (x * (c.hidden as f64).sqrt())?;
         }
         let mut x = x.to_dtype(self.dtype)?;
-        let global_rope = rope_tables(
-            seq_len,
-            hd,
+        // RoPE positions per row; padding gets its index (it is masked out)
+        let positions: Vec<usize> = rows
+            .iter()
+            .flat_map(|r| r.pos.iter().copied().chain(r.len()..seq_len))
+            .collect();
+        let tables = |base, factors, scale| -> Result<(Tensor, Tensor)> {
+            let (cos, sin) = rope_tables(&positions, hd, base, factors, scale, dev)?;
+            Ok((
+                cos.reshape((b_sz, seq_len, hd))?,
+                sin.reshape((b_sz, seq_len, hd))?,
+            ))
+        };
+        let global_rope = tables(
             c.rope_base,
             self.rope_freq_factors.as_deref(),
             1.0 / c.rope_linear_factor,
-            dev,
         )?;
-        let local_rope = rope_tables(seq_len, hd, c.rope_base_local, None, 1.0, dev)?;
-        let global_mask = attention_mask(lengths, seq_len, None, dev)?;
+        let local_rope = tables(c.rope_base_local, None, 1.0)?;
+        let global_mask = attention_mask(rows, seq_len, None, dev)?;
         let local_mask = match c.sliding_window {
-            Some(w) => Some(attention_mask(lengths, seq_len, Some(w), dev)?),
+            Some(w) => Some(attention_mask(rows, seq_len, Some(w), dev)?),
             None => None,
         };
         for (il, b) in self.blocks.iter().enumerate() {
@@ -388,30 +413,31 @@ impl Model {
     /// Log-probs of the scored tokens of each sequence, batched with right padding. The head
     /// runs only at scored positions. Differentiable w.r.t. the adapters when they are on.
     pub fn sequence_logps(&self, seqs: &[Scored], adapters: Adapters) -> Result<SeqLogps> {
-        let seq_len = seqs.iter().map(|s| s.ids.len()).max().unwrap_or(0);
-        let mut ids = vec![0u32; seqs.len() * seq_len];
+        self.logps(&Packed::sequences(seqs)?, adapters)
+    }
+
+    /// [`Model::sequence_logps`] of every chosen then every rejected sequence, each pair in one
+    /// row with the prompt they share computed once (see [`Packed::pairs`]). Equal to scoring
+    /// them separately up to float rounding.
+    pub fn pair_logps(&self, pairs: &[(Scored, Scored)], adapters: Adapters) -> Result<SeqLogps> {
+        self.logps(&Packed::pairs(pairs)?, adapters)
+    }
+
+    /// Log-probs of the scored tokens of `p`'s output sequences.
+    pub fn logps(&self, p: &Packed, adapters: Adapters) -> Result<SeqLogps> {
         let mut rows = Vec::new();
         let mut targets = Vec::new();
-        let mut ranges = Vec::with_capacity(seqs.len());
-        for (b, s) in seqs.iter().enumerate() {
-            if s.score_from == 0 || s.score_from > s.ids.len() {
-                candle_core::bail!(
-                    "sequence {b}: scored part starts at {} of {} tokens (needs >= 1)",
-                    s.score_from,
-                    s.ids.len()
-                )
-            }
-            ids[b * seq_len..b * seq_len + s.ids.len()].copy_from_slice(s.ids);
+        let mut ranges = Vec::with_capacity(p.scored.len());
+        for s in &p.scored {
             let start = targets.len();
-            for t in s.score_from..s.ids.len() {
-                rows.push((b * seq_len + t - 1) as u32);
-                targets.push(s.ids[t]);
+            for &(row, id) in s {
+                rows.push(row);
+                targets.push(id);
             }
             ranges.push(start..targets.len());
         }
-        let lengths: Vec<usize> = seqs.iter().map(|s| s.ids.len()).collect();
-        let hidden = self.forward_hidden(&ids, &lengths, seq_len, adapters)?;
-        let flat = hidden.reshape((seqs.len() * seq_len, self.config.hidden))?;
+        let hidden = self.forward_rows(&p.ids, &p.rows, p.seq_len, adapters)?;
+        let flat = hidden.reshape((p.rows.len() * p.seq_len, self.config.hidden))?;
         let picked = flat.index_select(&Tensor::new(rows.as_slice(), &self.device)?, 0)?;
         let tokens = match &self.head_blocks {
             Some(blocks) => {
@@ -421,14 +447,14 @@ impl Model {
             None => head::token_logps(&picked, &targets, self.output_weight())?,
         };
         // sums = S (n_seq, n_tok) · tokens: a differentiable segment sum.
-        let n_tok = targets.len();
-        let mut seg = vec![0f32; seqs.len() * n_tok];
+        let (n_seq, n_tok) = (ranges.len(), targets.len());
+        let mut seg = vec![0f32; n_seq * n_tok];
         for (i, r) in ranges.iter().enumerate() {
             for j in r.clone() {
                 seg[i * n_tok + j] = 1.0;
             }
         }
-        let seg = Tensor::from_vec(seg, (seqs.len(), n_tok), &self.device)?;
+        let seg = Tensor::from_vec(seg, (n_seq, n_tok), &self.device)?;
         let sums = seg.matmul(&tokens.unsqueeze(1)?)?.squeeze(1)?;
         Ok(SeqLogps {
             sums,

@@ -102,8 +102,10 @@ pub struct PolicyLogps {
 pub fn policy_logps(model: &Model, pairs: &[&TrainPair], policy: Adapters) -> Result<PolicyLogps> {
     let b = pairs.len();
     let seqs = reference::pair_sequences(pairs);
-    let tokens: usize = seqs.iter().map(|s| s.ids.len()).sum();
-    let sums = model.sequence_logps(&seqs, policy)?.sums; // (2·b_sz,)
+    // tokens of the chosen and rejected sequences (the prompt counted twice, as it would be
+    // without prefix sharing)
+    let tokens: usize = seqs.iter().map(|(c, r)| c.ids.len() + r.ids.len()).sum();
+    let sums = model.pair_logps(&seqs, policy)?.sums; // (2·b_sz,)
     Ok(PolicyLogps {
         chosen: sums.narrow(0, 0, b)?,
         rejected: sums.narrow(0, b, b)?,

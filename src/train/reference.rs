@@ -41,24 +41,21 @@ pub fn compute(
         None => Adapters::Off,
     };
     let seqs = pair_sequences(pairs);
-    let sums = model
-        .sequence_logps(&seqs, adapters)?
-        .sums
-        .to_vec1::<f32>()?;
+    let sums = model.pair_logps(&seqs, adapters)?.sums.to_vec1::<f32>()?;
     let n = pairs.len();
     Ok((0..n).map(|i| (sums[i], sums[n + i])).collect())
 }
 
-/// The sequences of a micro-batch in forward order: every chosen side, then every rejected side.
-pub fn pair_sequences<'a>(pairs: &[&'a TrainPair]) -> Vec<Scored<'a>> {
+/// The `(chosen, rejected)` scored sequences of a micro-batch, for [`Model::pair_logps`] (which
+/// returns every chosen sum, then every rejected sum).
+pub fn pair_sequences<'a>(pairs: &[&'a TrainPair]) -> Vec<(Scored<'a>, Scored<'a>)> {
     let side = |s: &'a crate::data::EncodedSide| Scored {
         ids: &s.ids,
         score_from: s.prompt_len,
     };
     pairs
         .iter()
-        .map(|p| side(&p.chosen))
-        .chain(pairs.iter().map(|p| side(&p.rejected)))
+        .map(|p| (side(&p.chosen), side(&p.rejected)))
         .collect()
 }
 
