@@ -67,6 +67,10 @@ pub struct BenchArgs {
     /// steps, much more memory; what a trainer without gradient checkpointing does).
     #[arg(long)]
     pub no_gradient_checkpointing: bool,
+    /// Run chosen and rejected as separate rows instead of one row per pair with the prompt
+    /// computed once.
+    #[arg(long)]
+    pub no_prefix_sharing: bool,
     /// No progress bar.
     #[arg(long)]
     pub quiet: bool,

@@ -22,7 +22,8 @@
 //!                                  + 2H             head: logits and Σ softmax·W in one pass
 //! ```
 //! This is the "6 · params · tokens" rule of full fine-tuning with the weight gradients of the
-//! frozen base (a third of it) removed.
+//! frozen base (a third of it) removed. Like a model-FLOPs utilization, it leaves out the second
+//! forward that gradient checkpointing runs in the backward: that is overhead, not useful work.
 
 use std::time::Instant;
 

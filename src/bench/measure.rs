@@ -16,7 +16,7 @@ use super::flops::{self, Shapes};
 use super::{Mode, Row, Workload};
 use crate::data::batch::{load_pairs, Limits, TrainPair};
 use crate::loss::{LossType, PreferenceLoss};
-use crate::model::{Adapters, Lora, LoraConfig, Model, Packed, Target};
+use crate::model::{Adapters, Lora, LoraConfig, Model, Target};
 use crate::recipe::{LossSection, Truncation};
 use crate::session::Loaded;
 use crate::train::{self, optim, reference, RefVals};
@@ -38,6 +38,7 @@ pub struct Job<'a> {
     pub device: crate::device::DeviceChoice,
     pub dtype: crate::device::ComputeDtype,
     pub gradient_checkpointing: bool,
+    pub prefix_sharing: bool,
     pub mode: Mode,
     pub workload: Workload,
     pub data: &'a Path,
@@ -64,9 +65,9 @@ fn median(xs: &[f64]) -> f64 {
 }
 
 /// The shape of the policy forward over `pairs` (every chosen, then every rejected sequence).
-/// The shapes the forward of `pairs` runs: one packed row per pair (prompt shared).
-fn shapes(pairs: &[&TrainPair]) -> Result<Shapes> {
-    let packed = Packed::pairs(&reference::pair_sequences(pairs))?;
+/// The shapes the forward of `pairs` runs (one packed row per pair when the prompt is shared).
+fn shapes(model: &Model, pairs: &[&TrainPair]) -> Result<Shapes> {
+    let packed = model.pack_pairs(&reference::pair_sequences(pairs))?;
     Ok(Shapes {
         n_seq: packed.rows.len(),
         seq_len: packed.seq_len,
@@ -105,6 +106,7 @@ pub fn run(job: &Job, progress: &mut dyn FnMut(usize, usize)) -> Result<Vec<Row>
         .set_dtype(job.dtype.resolve(&device))
         .map_err(|e| anyhow::anyhow!("--dtype: {e}"))?;
     loaded.model.set_checkpointing(job.gradient_checkpointing);
+    loaded.model.set_prefix_sharing(job.prefix_sharing);
     let model = &loaded.model;
     let limits = Limits {
         max_length: super::workload::MAX_LENGTH,
@@ -186,7 +188,7 @@ pub fn run(job: &Job, progress: &mut dyn FnMut(usize, usize)) -> Result<Vec<Row>
                     .map(|p| p.chosen.ids.len() + p.rejected.ids.len())
                     .sum(),
             );
-            flop.push(flops::forward(model, None, shapes(&pairs)?));
+            flop.push(flops::forward(model, None, shapes(model, &pairs)?));
             progress(s + 1, total);
         }
         rows.push(row(
@@ -245,7 +247,7 @@ pub fn run(job: &Job, progress: &mut dyn FnMut(usize, usize)) -> Result<Vec<Row>
         if s >= job.warmup {
             secs.push(elapsed);
             tokens.push(n_tok);
-            let sh = shapes(&pairs)?;
+            let sh = shapes(model, &pairs)?;
             let reference_fwd = match job.mode {
                 Mode::AdaptersOff | Mode::SecondCopy => flops::forward(model, None, sh),
                 _ => 0.0,

@@ -127,6 +127,8 @@ pub struct Options {
     /// Recompute each block in the backward (the training default) instead of keeping its
     /// activations.
     pub gradient_checkpointing: bool,
+    /// One row per pair with the prompt computed once (the training default).
+    pub prefix_sharing: bool,
     pub workloads: Vec<Workload>,
     pub modes: Vec<Mode>,
     pub warmup: usize,
@@ -260,6 +262,7 @@ pub fn run(opts: &Options) -> Result<(Report, PathBuf)> {
             "warmup_steps": opts.warmup,
             "measured_steps": opts.steps,
             "gradient_checkpointing": opts.gradient_checkpointing,
+            "prefix_sharing": opts.prefix_sharing,
         }),
         workloads: serde_json::Value::Object(workload_info),
         matmul,
@@ -298,6 +301,7 @@ fn run_child(
             &format!("{:?}", opts.dtype).to_lowercase(),
         ])
         .args((!opts.gradient_checkpointing).then_some("--no-gradient-checkpointing"))
+        .args((!opts.prefix_sharing).then_some("--no-prefix-sharing"))
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())

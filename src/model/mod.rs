@@ -49,6 +49,8 @@ pub struct Model {
     head_blocks: Option<Vec<candle_core::quantized::QTensor>>,
     /// Training forwards keep only each block's input and recompute the block in the backward.
     checkpointing: bool,
+    /// Pairs run as one row each, their common prefix computed once (see `pack`).
+    prefix_sharing: bool,
     /// Activation type of the forward: f32, or bf16/f16 on the device path (the log-softmax,
     /// the loss and the LoRA weights stay f32).
     dtype: DType,
@@ -148,6 +150,12 @@ impl Model {
 
     pub fn checkpointing(&self) -> bool {
         self.checkpointing
+    }
+
+    /// Prefix sharing in [`Model::pair_logps`], on by default; off runs chosen and rejected as
+    /// separate rows (for measuring what sharing saves).
+    pub fn set_prefix_sharing(&mut self, on: bool) {
+        self.prefix_sharing = on;
     }
 
     fn load_host(f: &GgufFile) -> std::result::Result<Self, GgufError> {
@@ -263,6 +271,7 @@ impl Model {
             device: device.clone(),
             head_blocks: None,
             checkpointing: true,
+            prefix_sharing: true,
             dtype: DType::F32,
         })
     }
@@ -420,7 +429,21 @@ impl Model {
     /// row with the prompt they share computed once (see [`Packed::pairs`]). Equal to scoring
     /// them separately up to float rounding.
     pub fn pair_logps(&self, pairs: &[(Scored, Scored)], adapters: Adapters) -> Result<SeqLogps> {
-        self.logps(&Packed::pairs(pairs)?, adapters)
+        self.logps(&self.pack_pairs(pairs)?, adapters)
+    }
+
+    /// The rows [`Model::pair_logps`] runs.
+    pub fn pack_pairs(&self, pairs: &[(Scored, Scored)]) -> Result<Packed> {
+        if self.prefix_sharing {
+            Packed::pairs(pairs)
+        } else {
+            let seqs: Vec<Scored> = pairs
+                .iter()
+                .map(|p| p.0)
+                .chain(pairs.iter().map(|p| p.1))
+                .collect();
+            Packed::sequences(&seqs)
+        }
     }
 
     /// Log-probs of the scored tokens of `p`'s output sequences.
