@@ -42,6 +42,22 @@ pub(crate) struct BlockInputs {
     pub mask: Tensor,
 }
 
+/// What the frozen linears of a forward do. A checkpointed block runs twice (see `checkpoint`);
+/// the outputs of the [`KEPT`] linears (the MLP's gate and up: half of a block's matmul work, two
+/// `(tokens, ffn)` tensors) are kept from the first run and reused by the second.
+pub(crate) enum Linears<'a> {
+    /// Multiply every one.
+    Compute,
+    /// Multiply every one, and append the outputs of the [`KEPT`] ones to the list.
+    Record(&'a std::cell::RefCell<Vec<Tensor>>),
+    /// Take the outputs of the [`KEPT`] ones, in order, from an earlier `Record` of the same
+    /// input: same value, and the same input gradient `g · W` in the backward.
+    Replay(&'a [Tensor]),
+}
+
+/// The frozen linears whose outputs a checkpointed block keeps between its two runs.
+pub(crate) const KEPT: [Target; 2] = [Target::GateProj, Target::UpProj];
+
 /// The LoRA branch of a forward: `delta(target, x)` is what the adapter adds to the frozen
 /// linear's output for input `x` (f32), or `None` where no adapter sits.
 pub(crate) type Delta<'a> = &'a dyn Fn(Target, &Tensor) -> Result<Option<Tensor>>;
@@ -61,8 +77,23 @@ impl Block {
 
     /// Frozen linear + LoRA branch. LoRA runs in f32 (its weights are f32 masters) whatever the
     /// activation type, and is cast back.
-    fn lin(&self, target: Target, x: &Tensor, delta: Delta) -> Result<Tensor> {
-        let y = self.linear(target).forward(x)?;
+    fn lin(&self, target: Target, x: &Tensor, delta: Delta, linears: &Linears) -> Result<Tensor> {
+        let lin = self.linear(target);
+        let kept = KEPT.iter().position(|&t| t == target);
+        let y = match (linears, kept) {
+            (Linears::Record(out), Some(_)) => {
+                let y = lin.forward(x)?;
+                out.borrow_mut().push(y.clone());
+                y
+            }
+            (Linears::Replay(outs), Some(i)) => {
+                let y = outs
+                    .get(i)
+                    .ok_or_else(|| candle_core::Error::Msg("checkpoint: no kept output".into()))?;
+                super::checkpoint::reuse(lin, x, y)?
+            }
+            _ => lin.forward(x)?,
+        };
         match delta(target, &x.to_dtype(DType::F32)?)? {
             Some(d) => {
                 let d = d.to_dtype(y.dtype())?;
@@ -73,19 +104,29 @@ impl Block {
     }
 
     /// `x (b_sz, seq_len, hidden) -> (b_sz, seq_len, hidden)`.
-    pub fn forward(&self, c: &Config, p: &BlockInputs, x: &Tensor, delta: Delta) -> Result<Tensor> {
+    pub fn forward(
+        &self,
+        c: &Config,
+        p: &BlockInputs,
+        x: &Tensor,
+        delta: Delta,
+        linears: &Linears,
+    ) -> Result<Tensor> {
         let (b_sz, seq_len, hd) = (p.b_sz, p.seq_len, c.head_dim);
         // attention
         let h = rms_norm(x, &self.attn_norm, c.rms_eps)?;
         // (B, T, H, D): the q/k norms run here, where each head's row is contiguous
         let q = self
-            .lin(Target::QProj, &h, delta)?
+            .lin(Target::QProj, &h, delta, linears)?
             .reshape((b_sz, seq_len, c.n_head, hd))?;
-        let k = self
-            .lin(Target::KProj, &h, delta)?
-            .reshape((b_sz, seq_len, c.n_kv_head, hd))?;
+        let k = self.lin(Target::KProj, &h, delta, linears)?.reshape((
+            b_sz,
+            seq_len,
+            c.n_kv_head,
+            hd,
+        ))?;
         let v = self
-            .lin(Target::VProj, &h, delta)?
+            .lin(Target::VProj, &h, delta, linears)?
             .reshape((b_sz, seq_len, c.n_kv_head, hd))?
             .transpose(1, 2)?;
         let (q, k) = match (&self.q_norm, &self.k_norm) {
@@ -97,17 +138,17 @@ impl Block {
         let k = rope(&k, &p.cos, &p.sin)?;
         let a = attention(&q, &k, &v, &p.mask, c.attn_scale)?;
         let a = a.transpose(1, 2)?.reshape((b_sz, seq_len, c.n_head * hd))?;
-        let mut o = self.lin(Target::OProj, &a, delta)?;
+        let mut o = self.lin(Target::OProj, &a, delta, linears)?;
         if let Some(n) = &self.post_attn_norm {
             o = rms_norm(&o, n, c.rms_eps)?;
         }
         let x = (x + o)?;
         // MLP
         let h = rms_norm(&x, &self.ffn_norm, c.rms_eps)?;
-        let g = self.lin(Target::GateProj, &h, delta)?;
-        let u = self.lin(Target::UpProj, &h, delta)?;
+        let g = self.lin(Target::GateProj, &h, delta, linears)?;
+        let u = self.lin(Target::UpProj, &h, delta, linears)?;
         let gu = c.arch.activation().gated(&g, &u)?;
-        let mut m = self.lin(Target::DownProj, &gu, delta)?;
+        let mut m = self.lin(Target::DownProj, &gu, delta, linears)?;
         if let Some(n) = &self.post_ffn_norm {
             m = rms_norm(&m, n, c.rms_eps)?;
         }

@@ -12,17 +12,24 @@
 //! carries their gradients back to each `Var`). Its `bwd` rebuilds the block from `x` with both
 //! as fresh variables, with the same dropout masks (drawn from the micro-batch seed), and returns
 //! the vector-Jacobian products of `x` and of the flat LoRA tensor.
+//!
+//! The first run keeps the outputs of the MLP's gate and up linears (`block::KEPT`); the second
+//! run takes them back through [`reuse`] instead of multiplying again, which saves half of the
+//! recompute's matmul work for two `(tokens, ffn)` tensors per layer.
 
+use std::cell::RefCell;
 use std::sync::Mutex;
 
 use candle_core::backend::BackendStorage;
 use candle_core::{
-    CpuStorage, CudaStorage, CustomOp2, Layout, MetalStorage, Result, Shape, Storage, Tensor, Var,
+    CpuStorage, CudaStorage, CustomOp1, CustomOp2, Layout, MetalStorage, Result, Shape, Storage,
+    Tensor, Var,
 };
 
-use super::block::{Block, BlockInputs};
+use super::block::{Block, BlockInputs, Linears};
 use super::config::Config;
 use super::lora::{branch, Dropout, Lora, Target};
+use super::qlinear::QLinear;
 
 /// One adapter's place in the flat tensor: A `(r, in)` at `a_off`, B `(out, r)` at `b_off`.
 #[derive(Clone)]
@@ -92,9 +99,8 @@ pub(crate) fn block(
     }
     if parts.is_empty() {
         // Nothing trainable here: the ordinary forward (x's gradient still flows).
-        return block.forward(config, inputs, x, &|t, h| {
-            lora.delta(layer, t, h, Some(seed))
-        });
+        let delta = |t, h: &Tensor| lora.delta(layer, t, h, Some(seed));
+        return block.forward(config, inputs, x, &delta, &Linears::Compute);
     }
     let flat = Tensor::cat(&pieces, 0)?;
     let spec = FlatLora {
@@ -104,9 +110,14 @@ pub(crate) fn block(
         seed,
     };
     let detached = flat.detach();
-    let y = block.forward(config, inputs, &x.detach(), &|t, h| {
-        spec.delta(&detached, t, h)
-    })?;
+    let kept = RefCell::new(Vec::new());
+    let y = block.forward(
+        config,
+        inputs,
+        &x.detach(),
+        &|t, h| spec.delta(&detached, t, h),
+        &Linears::Record(&kept),
+    )?;
     x.apply_op2(
         &flat,
         BlockCheckpoint {
@@ -115,6 +126,7 @@ pub(crate) fn block(
             inputs: inputs.clone(),
             spec,
             out: Mutex::new(Some(y)),
+            kept: Mutex::new(kept.into_inner()),
         },
     )
 }
@@ -127,23 +139,47 @@ struct BlockCheckpoint {
     inputs: BlockInputs,
     spec: FlatLora,
     out: Mutex<Option<Tensor>>,
+    /// The kept linear outputs of the first run, until the backward takes them.
+    kept: Mutex<Vec<Tensor>>,
 }
 
-impl BlockCheckpoint {
-    /// The precomputed output as `(storage, layout)`; the storage is cloned once (one activation).
-    fn take<T>(&self, pick: impl Fn(&Storage, &Layout) -> Result<T>) -> Result<(T, Shape)> {
-        let y = self
-            .out
-            .lock()
-            .map_err(|_| candle_core::Error::Msg("checkpoint: poisoned output".into()))?
-            .take()
-            .ok_or_else(|| candle_core::Error::Msg("checkpoint: output taken twice".into()))?
-            .contiguous()?;
-        let (s, l) = y.storage_and_layout();
-        if l.start_offset() != 0 {
-            candle_core::bail!("checkpoint: block output is a view")
-        }
-        Ok((pick(&s, l)?, y.shape().clone()))
+/// Take the tensor a custom op hands to the graph as its value, as `(storage, shape)`: its
+/// storage is cloned once (one activation).
+fn handover<T>(
+    stash: &Mutex<Option<Tensor>>,
+    pick: impl Fn(&Storage, &Layout) -> Result<T>,
+) -> Result<(T, Shape)> {
+    let y = stash
+        .lock()
+        .map_err(|_| candle_core::Error::Msg("checkpoint: poisoned output".into()))?
+        .take()
+        .ok_or_else(|| candle_core::Error::Msg("checkpoint: output taken twice".into()))?
+        .contiguous()?;
+    let (s, l) = y.storage_and_layout();
+    if l.start_offset() != 0 {
+        candle_core::bail!("checkpoint: handed-over output is a view")
+    }
+    Ok((pick(&s, l)?, y.shape().clone()))
+}
+
+fn cpu(s: &Storage, l: &Layout) -> Result<CpuStorage> {
+    match s {
+        Storage::Cpu(s) => s.try_clone(l),
+        _ => candle_core::bail!("checkpoint: output is not on the CPU"),
+    }
+}
+
+fn cuda(s: &Storage, l: &Layout) -> Result<CudaStorage> {
+    match s {
+        Storage::Cuda(s) => s.try_clone(l),
+        _ => candle_core::bail!("checkpoint: output is not on the CUDA device"),
+    }
+}
+
+fn metal(s: &Storage, l: &Layout) -> Result<MetalStorage> {
+    match s {
+        Storage::Metal(s) => s.try_clone(l),
+        _ => candle_core::bail!("checkpoint: output is not on the Metal device"),
     }
 }
 
@@ -159,10 +195,7 @@ impl CustomOp2 for BlockCheckpoint {
         _: &CpuStorage,
         _: &Layout,
     ) -> Result<(CpuStorage, Shape)> {
-        self.take(|s, l| match s {
-            Storage::Cpu(s) => s.try_clone(l),
-            _ => candle_core::bail!("checkpoint: block output is not on the CPU"),
-        })
+        handover(&self.out, cpu)
     }
 
     fn cuda_fwd(
@@ -172,10 +205,7 @@ impl CustomOp2 for BlockCheckpoint {
         _: &CudaStorage,
         _: &Layout,
     ) -> Result<(CudaStorage, Shape)> {
-        self.take(|s, l| match s {
-            Storage::Cuda(s) => s.try_clone(l),
-            _ => candle_core::bail!("checkpoint: block output is not on the CUDA device"),
-        })
+        handover(&self.out, cuda)
     }
 
     fn metal_fwd(
@@ -185,10 +215,7 @@ impl CustomOp2 for BlockCheckpoint {
         _: &MetalStorage,
         _: &Layout,
     ) -> Result<(MetalStorage, Shape)> {
-        self.take(|s, l| match s {
-            Storage::Metal(s) => s.try_clone(l),
-            _ => candle_core::bail!("checkpoint: block output is not on the Metal device"),
-        })
+        handover(&self.out, metal)
     }
 
     fn bwd(
@@ -200,12 +227,67 @@ impl CustomOp2 for BlockCheckpoint {
     ) -> Result<(Option<Tensor>, Option<Tensor>)> {
         let xv = Var::from_tensor(&x.detach())?;
         let fv = Var::from_tensor(&flat.detach())?;
-        let y = self
-            .block
-            .forward(&self.config, &self.inputs, xv.as_tensor(), &|t, h| {
-                self.spec.delta(fv.as_tensor(), t, h)
-            })?;
+        let kept = std::mem::take(
+            &mut *self
+                .kept
+                .lock()
+                .map_err(|_| candle_core::Error::Msg("checkpoint: poisoned".into()))?,
+        );
+        let y = self.block.forward(
+            &self.config,
+            &self.inputs,
+            xv.as_tensor(),
+            &|t, h| self.spec.delta(fv.as_tensor(), t, h),
+            &Linears::Replay(&kept),
+        )?;
         let grads = (y * grad.detach())?.sum_all()?.backward()?;
         Ok((grads.get(&xv).cloned(), grads.get(&fv).cloned()))
+    }
+}
+
+/// `lin.forward(x)` whose value is `y`, an earlier forward of the same `x` (bias included):
+/// no multiply, and the backward is still `lin`'s input gradient `g · W`.
+pub(crate) fn reuse(lin: &QLinear, x: &Tensor, y: &Tensor) -> Result<Tensor> {
+    let (in_f, out_f) = (lin.in_features(), lin.out_features());
+    let n = x.elem_count() / in_f.max(1);
+    if y.elem_count() != n * out_f {
+        candle_core::bail!(
+            "checkpoint: kept output {:?} for input {:?}",
+            y.dims(),
+            x.dims()
+        )
+    }
+    let out = x.reshape((n, in_f))?.apply_op1(Reuse {
+        lin: lin.clone(),
+        out: Mutex::new(Some(y.reshape((n, out_f))?)),
+    })?;
+    out.reshape(y.shape())
+}
+
+/// The graph node of [`reuse`]: arg `x (n, in)`, value the kept output `(n, out)`.
+struct Reuse {
+    lin: QLinear,
+    out: Mutex<Option<Tensor>>,
+}
+
+impl CustomOp1 for Reuse {
+    fn name(&self) -> &'static str {
+        "checkpoint-reuse-linear"
+    }
+
+    fn cpu_fwd(&self, _: &CpuStorage, _: &Layout) -> Result<(CpuStorage, Shape)> {
+        handover(&self.out, cpu)
+    }
+
+    fn cuda_fwd(&self, _: &CudaStorage, _: &Layout) -> Result<(CudaStorage, Shape)> {
+        handover(&self.out, cuda)
+    }
+
+    fn metal_fwd(&self, _: &MetalStorage, _: &Layout) -> Result<(MetalStorage, Shape)> {
+        handover(&self.out, metal)
+    }
+
+    fn bwd(&self, _x: &Tensor, _res: &Tensor, grad: &Tensor) -> Result<Option<Tensor>> {
+        self.lin.input_grad(grad).map(Some)
     }
 }

@@ -26,7 +26,7 @@ pub mod qweight;
 use candle_core::{DType, Device, Result, Tensor};
 
 use crate::gguf::{GgufError, GgufFile};
-use block::{Block, BlockInputs};
+use block::{Block, BlockInputs, Linears};
 pub use config::{Arch, Config};
 use fused::rms_norm;
 pub use layers::RowLayout;
@@ -413,7 +413,10 @@ impl Model {
                 Adapters::Train(lora, seed) if self.checkpointing => {
                     checkpoint::block(c, b, &inputs, il, &x, lora, seed)?
                 }
-                _ => b.forward(c, &inputs, &x, &|t, h| Self::delta(il, t, h, adapters))?,
+                _ => {
+                    let delta = |t, h: &Tensor| Self::delta(il, t, h, adapters);
+                    b.forward(c, &inputs, &x, &delta, &Linears::Compute)?
+                }
             };
         }
         rms_norm(&x, &self.output_norm, c.rms_eps)

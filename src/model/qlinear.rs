@@ -90,6 +90,26 @@ impl QLinear {
     }
 }
 
+impl QLinear {
+    /// The input gradient `g · W` for `g (n, out)`, no graph: the backward of
+    /// [`QLinear::forward`] (the bias has none). Used where the forward's value came from
+    /// elsewhere (a checkpointed block's recompute reusing an earlier output).
+    pub(crate) fn input_grad(&self, g: &Tensor) -> Result<Tensor> {
+        let (n, _) = g.dims2()?;
+        match &self.on_device {
+            Some(q) => {
+                let w = q.dequantize(g.device())?.to_dtype(g.dtype())?;
+                g.detach().matmul(&w)
+            }
+            None => {
+                let gv = g.contiguous()?.flatten_all()?.to_vec1::<f32>()?;
+                let gx = self.weight.matmul(&gv, n)?;
+                Tensor::from_vec(gx, (n, self.weight.cols()), g.device())
+            }
+        }
+    }
+}
+
 /// `(n, in) -> (n, out)`; backward `g (n, out) -> g · W (n, in)`.
 struct QMatMulOp {
     weight: Arc<QWeight>,
