@@ -31,6 +31,32 @@ fn seq(n: usize, seed: u32, vocab: usize) -> Vec<u32> {
         .collect()
 }
 
+/// Every LoRA gradient, A then B per adapted linear, flattened.
+fn lora_grads(lora: &Lora, grads: &candle_core::backprop::GradStore) -> Vec<f32> {
+    lora.vars()
+        .iter()
+        .flat_map(|v| {
+            grads
+                .get(v.as_tensor())
+                .unwrap()
+                .flatten_all()
+                .unwrap()
+                .to_vec1::<f32>()
+                .unwrap()
+        })
+        .collect()
+}
+
+/// `(max |a - b|, max |want|)`.
+fn max_err(want: &[f32], got: &[f32]) -> (f32, f32) {
+    assert_eq!(want.len(), got.len());
+    let worst = want
+        .iter()
+        .zip(got)
+        .fold(0f32, |m, (x, y)| m.max((x - y).abs()));
+    (worst, want.iter().fold(0f32, |m, x| m.max(x.abs())))
+}
+
 fn sc(ids: &[u32], score_from: usize) -> Scored<'_> {
     Scored { ids, score_from }
 }
@@ -318,29 +344,13 @@ fn generic_device_path_matches_the_cpu_kernels() {
                 let sums = out.sums.to_vec1::<f32>().unwrap();
                 let loss = (out.sums.get(0).unwrap() * 0.7 - out.sums.get(1).unwrap()).unwrap();
                 let grads = loss.backward().unwrap();
-                let g: Vec<f32> = lora
-                    .vars()
-                    .iter()
-                    .flat_map(|v| {
-                        grads
-                            .get(v.as_tensor())
-                            .unwrap()
-                            .flatten_all()
-                            .unwrap()
-                            .to_vec1::<f32>()
-                            .unwrap()
-                    })
-                    .collect();
+                let g = lora_grads(&lora, &grads);
                 (sums, g)
             };
             let (s1, g1) = run(&kernels);
             let (s2, g2) = run(&generic);
             assert!(close(&s2, &s1, 1e-4), "{arch:?} {wt:?}: {s2:?} vs {s1:?}");
-            let gmax = g1.iter().fold(0f32, |m, x| m.max(x.abs()));
-            let worst = g1
-                .iter()
-                .zip(&g2)
-                .fold(0f32, |m, (x, y)| m.max((x - y).abs()));
+            let (worst, gmax) = max_err(g1.as_slice(), &g2);
             assert!(
                 gmax > 0.0 && worst <= 1e-3 * gmax,
                 "{arch:?} {wt:?}: gradient off by {worst} of {gmax}"
@@ -442,19 +452,7 @@ fn gradient_checkpointing_keeps_values_and_gradients() {
                 let sums = out.sums.to_vec1::<f32>().unwrap();
                 let loss = (out.sums.get(0).unwrap() * 0.6 - out.sums.get(1).unwrap()).unwrap();
                 let grads = loss.backward().unwrap();
-                let g: Vec<f32> = lora
-                    .vars()
-                    .iter()
-                    .flat_map(|v| {
-                        grads
-                            .get(v.as_tensor())
-                            .unwrap()
-                            .flatten_all()
-                            .unwrap()
-                            .to_vec1::<f32>()
-                            .unwrap()
-                    })
-                    .collect();
+                let g = lora_grads(&lora, &grads);
                 (sums, g)
             };
             let (s_ck, g_ck) = run(&m, 7);
@@ -463,11 +461,7 @@ fn gradient_checkpointing_keeps_values_and_gradients() {
             m.set_checkpointing(false);
             let (s_full, g_full) = run(&m, 7);
             assert_eq!(s_ck, s_full, "{arch:?} {wt:?} generic={generic}: log-probs");
-            let gmax = g_full.iter().fold(0f32, |m, x| m.max(x.abs()));
-            let worst = g_full
-                .iter()
-                .zip(&g_ck)
-                .fold(0f32, |m, (x, y)| m.max((x - y).abs()));
+            let (worst, gmax) = max_err(g_full.as_slice(), &g_ck);
             assert!(
                 gmax > 0.0 && worst <= 1e-5 * gmax,
                 "{arch:?} {wt:?} generic={generic}: gradient off by {worst} of {gmax}"
@@ -520,19 +514,7 @@ fn packed_pairs_match_separate_sequences() {
                 let w = Tensor::new(&[0.3f32, -1.0, 0.7, 1.1, -0.4, 0.9], &Device::Cpu).unwrap();
                 let loss = (&out.sums * &w).unwrap().sum_all().unwrap();
                 let grads = loss.backward().unwrap();
-                let g: Vec<f32> = lora
-                    .vars()
-                    .iter()
-                    .flat_map(|v| {
-                        grads
-                            .get(v.as_tensor())
-                            .unwrap()
-                            .flatten_all()
-                            .unwrap()
-                            .to_vec1::<f32>()
-                            .unwrap()
-                    })
-                    .collect();
+                let g = lora_grads(&lora, &grads);
                 (out.tokens.to_vec1::<f32>().unwrap(), g)
             };
             let (t_sep, g_sep) = run(false);
@@ -541,11 +523,7 @@ fn packed_pairs_match_separate_sequences() {
                 close(&t_pack, &t_sep, 1e-5),
                 "{arch:?} generic={generic}: per-token log-probs {t_pack:?} vs {t_sep:?}"
             );
-            let gmax = g_sep.iter().fold(0f32, |m, x| m.max(x.abs()));
-            let worst = g_sep
-                .iter()
-                .zip(&g_pack)
-                .fold(0f32, |m, (x, y)| m.max((x - y).abs()));
+            let (worst, gmax) = max_err(g_sep.as_slice(), &g_pack);
             assert!(
                 gmax > 0.0 && worst <= 1e-5 * gmax,
                 "{arch:?} generic={generic}: gradient off by {worst} of {gmax}"
