@@ -607,18 +607,16 @@ mod tests {
         );
     }
 
+    /// Rotary tables for positions `0..t`, base 10,000.
+    fn plain_tables(t: usize, d: usize) -> (Tensor, Tensor) {
+        let pos: Vec<usize> = (0..t).collect();
+        rope_tables(&pos, d, 10_000.0, None, 1.0, &Device::Cpu).unwrap()
+    }
+
     #[test]
     fn rope_matches_composed_ops() {
         let (t, d) = (7, 16);
-        let (cos, sin) = rope_tables(
-            &(0..t).collect::<Vec<_>>(),
-            d,
-            10_000.0,
-            None,
-            1.0,
-            &Device::Cpu,
-        )
-        .unwrap();
+        let (cos, sin) = plain_tables(t, d);
         check(
             "rope",
             &[tensor(&[2, t, 3, d], 5, 2.0)],
@@ -704,15 +702,7 @@ mod tests {
     #[test]
     fn check_catches_a_wrong_backward() {
         let (t, d) = (4, 8);
-        let (cos, sin) = rope_tables(
-            &(0..t).collect::<Vec<_>>(),
-            d,
-            10_000.0,
-            None,
-            1.0,
-            &Device::Cpu,
-        )
-        .unwrap();
+        let (cos, sin) = plain_tables(t, d);
         let wrong = |x: &[Tensor]| {
             x[0].apply_op1(WrongRope(Rope {
                 cos: values(&cos),
