@@ -5,7 +5,7 @@
 //! caller passes the LoRA branch as a function, so the same code serves the reference, the
 //! policy and the recompute of a checkpointed block; see `checkpoint`).
 
-use candle_core::{DType, Result, Tensor};
+use candle_core::{Result, Tensor};
 
 use super::config::Config;
 use super::fused::{rms_norm, rope};
@@ -59,7 +59,8 @@ pub(crate) enum Linears<'a> {
 pub(crate) const KEPT: [Target; 2] = [Target::GateProj, Target::UpProj];
 
 /// The LoRA branch of a forward: `delta(target, x)` is what the adapter adds to the frozen
-/// linear's output for input `x` (f32), or `None` where no adapter sits.
+/// linear's output for input `x` (in the activation type; the branch computes in f32), or `None`
+/// where no adapter sits.
 pub(crate) type Delta<'a> = &'a dyn Fn(Target, &Tensor) -> Result<Option<Tensor>>;
 
 impl Block {
@@ -75,8 +76,8 @@ impl Block {
         }
     }
 
-    /// Frozen linear + LoRA branch. LoRA runs in f32 (its weights are f32 masters) whatever the
-    /// activation type, and is cast back.
+    /// Frozen linear + LoRA branch. The branch runs in f32 (see `lora::branch`) and is cast back
+    /// to the activation type.
     fn lin(&self, target: Target, x: &Tensor, delta: Delta, linears: &Linears) -> Result<Tensor> {
         let lin = self.linear(target);
         let kept = KEPT.iter().position(|&t| t == target);
@@ -94,7 +95,7 @@ impl Block {
             }
             _ => lin.forward(x)?,
         };
-        match delta(target, &x.to_dtype(DType::F32)?)? {
+        match delta(target, x)? {
             Some(d) => {
                 let d = d.to_dtype(y.dtype())?;
                 y + d

@@ -193,14 +193,8 @@ impl Lora {
             Some(_) => (l.a.as_tensor().clone(), l.b.as_tensor().clone()),
             None => (l.a.as_tensor().detach(), l.b.as_tensor().detach()),
         };
-        let drop = train.and_then(|seed| self.dropout(seed, layer, target));
+        let drop = train.and_then(|seed| Dropout::draw(self.config.dropout, seed, layer, target));
         branch(x, &a, &b, l.scale, drop).map(Some)
-    }
-
-    /// The dropout of `(layer, target)` in the micro-batch drawn from `seed`, or `None` when the
-    /// adapters have no dropout. The same seed gives the same mask (resume, recompute).
-    pub fn dropout(&self, seed: u64, layer: usize, target: Target) -> Option<Dropout> {
-        Dropout::draw(self.config.dropout, seed, layer, target)
     }
 }
 
@@ -212,7 +206,8 @@ pub struct Dropout {
 }
 
 impl Dropout {
-    /// The draw of `(layer, target)` in the micro-batch `seed`, or `None` when `p == 0`.
+    /// The draw of `(layer, target)` in the micro-batch `seed`, or `None` when `p == 0`. The same
+    /// seed gives the same mask (resume, and the recompute of a checkpointed block).
     pub fn draw(p: f64, seed: u64, layer: usize, target: Target) -> Option<Self> {
         (p > 0.0).then(|| Self {
             p,
@@ -221,8 +216,9 @@ impl Dropout {
     }
 }
 
-/// The LoRA branch `scale · (dropout(x) · Aᵀ) · Bᵀ` for `A (r, in)`, `B (out, r)`; differentiable
-/// w.r.t. whatever of `x`, `a`, `b` is tracked.
+/// The LoRA branch `scale · (dropout(x) · Aᵀ) · Bᵀ` for `A (r, in)`, `B (out, r)`, in f32 whatever
+/// `x`'s type (the adapter weights are f32 masters); differentiable w.r.t. whatever of `x`, `a`,
+/// `b` is tracked. Called only where an adapter sits, so a forward without adapters casts nothing.
 pub fn branch(
     x: &Tensor,
     a: &Tensor,
@@ -230,9 +226,10 @@ pub fn branch(
     scale: f64,
     drop: Option<Dropout>,
 ) -> Result<Tensor> {
+    let x = x.to_dtype(candle_core::DType::F32)?;
     let x = match drop {
-        Some(d) => dropout(x, d.p, d.rng)?,
-        None => x.clone(),
+        Some(d) => dropout(&x, d.p, d.rng)?,
+        None => x,
     };
     let xa = x.broadcast_matmul(&a.t()?)?;
     xa.broadcast_matmul(&b.t()?)? * scale

@@ -117,11 +117,6 @@ impl Packed {
             scored,
         })
     }
-
-    /// Tokens the forward runs (no padding).
-    pub fn tokens(&self) -> usize {
-        self.rows.iter().map(RowLayout::len).sum()
-    }
 }
 
 #[cfg(test)]
@@ -141,7 +136,7 @@ mod tests {
         assert_eq!(p.scored[0], [(2, 10), (3, 11)]);
         // rejected scores 20 from row 2 too, then 21 from 5 and 22 from 6
         assert_eq!(p.scored[1], [(2, 20), (5, 21), (6, 22)]);
-        assert_eq!(p.tokens(), 8);
+        assert_eq!(p.rows[0].len(), 8);
     }
 
     #[test]
