@@ -516,3 +516,130 @@ fn every_loss_trains_with_finite_numbers() {
         }
     }
 }
+
+/// A micro-batch run pair by pair (each pair's backward weighted by dL/d(its sums), see
+/// `train::pairwise`) gives the gradient of the loss over one graph of the whole micro-batch,
+/// on one thread or two. Fails when a pair's weight is wrong or a pair's gradient is lost.
+#[test]
+fn pair_by_pair_backward_equals_one_graph_of_the_batch() {
+    use dpo_lora::data::batch::TrainPair;
+    use dpo_lora::data::encode::EncodedSide;
+    use dpo_lora::train::{reference, RefVals};
+    let d = tempfile::tempdir().unwrap();
+    for arch in [SynthArch::Llama, SynthArch::Gemma3] {
+        let path = synth(d.path(), arch);
+        let model = Model::load(&GgufFile::open(&path).unwrap(), &Device::Cpu).unwrap();
+        let lora = Lora::init(
+            LoraConfig {
+                rank: 4,
+                alpha: 8.0,
+                dropout: 0.0,
+                targets: Target::ALL.to_vec(),
+                use_rslora: false,
+            },
+            model.config.n_layer,
+            |il, t| model.linear_dims(il, t),
+            1,
+            &Device::Cpu,
+        )
+        .unwrap();
+        // B != 0, so A gets gradients too
+        for (i, l) in lora.layers.values().enumerate() {
+            let n = l.b.as_tensor().elem_count();
+            let vals = dpo_lora::synth::uniform_values(n, 40 + i as u64, 0.05);
+            l.b.set(&Tensor::from_vec(vals, l.b.as_tensor().shape(), &Device::Cpu).unwrap())
+                .unwrap();
+        }
+        let side = |n: usize, prompt: usize, k: u32| EncodedSide {
+            ids: (0..n as u32).map(|i| (i * k + 5) % 250).collect(),
+            prompt_len: prompt,
+        };
+        let pairs: Vec<TrainPair> = [(9, 7, 3), (14, 5, 4), (6, 11, 2)]
+            .iter()
+            .enumerate()
+            .map(|(i, &(c, r, p))| TrainPair {
+                index: i,
+                chosen: side(c, p, 7 + i as u32),
+                rejected: side(r, p, 13 + i as u32),
+            })
+            .collect();
+        let pairs: Vec<&TrainPair> = pairs.iter().collect();
+        let refs = vec![(-20.0f32, -22.5f32), (-31.0, -18.0), (-9.5, -30.0)];
+        let loss_fn = PreferenceLoss::Sigmoid {
+            beta: 0.3,
+            label_smoothing: 0.0,
+        };
+        let (rpo, scale) = (Some(0.4), 0.5);
+        let vars = lora.vars();
+        let split = |threads: usize| {
+            let pool = rayon::ThreadPoolBuilder::new()
+                .num_threads(threads)
+                .build()
+                .unwrap();
+            pool.install(|| {
+                train::step_backward(
+                    &model,
+                    &loss_fn,
+                    rpo,
+                    &pairs,
+                    (&lora, 3),
+                    RefVals::Given(refs.clone()),
+                    &vars,
+                    scale,
+                )
+                .unwrap()
+            })
+        };
+        // one graph over the whole micro-batch
+        let b = pairs.len();
+        let sums = model
+            .pair_logps(
+                &reference::pair_sequences(&pairs),
+                Adapters::Train(&lora, 3),
+            )
+            .unwrap()
+            .sums;
+        let col = |f: &dyn Fn(usize) -> f32| {
+            Tensor::from_vec((0..b).map(f).collect::<Vec<_>>(), b, &Device::Cpu).unwrap()
+        };
+        let (rc, rr) = (col(&|i| refs[i].0), col(&|i| refs[i].1));
+        let lc = col(&|i| pairs[i].chosen.completion().len() as f32);
+        let lr = col(&|i| pairs[i].rejected.completion().len() as f32);
+        let out = loss_fn
+            .compute(
+                &LossInputs {
+                    policy_chosen: &sums.narrow(0, 0, b).unwrap(),
+                    policy_rejected: &sums.narrow(0, b, b).unwrap(),
+                    ref_chosen: Some(&rc),
+                    ref_rejected: Some(&rr),
+                    chosen_len: &lc,
+                    rejected_len: &lr,
+                },
+                rpo,
+            )
+            .unwrap();
+        let whole = (&out.loss * scale).unwrap().backward().unwrap();
+        let want_loss = out.loss.to_scalar::<f32>().unwrap() as f64;
+        let (one, two) = (split(1), split(2));
+        for (r, _) in [&one, &two] {
+            assert!(
+                (r.loss - want_loss).abs() < 1e-5,
+                "{arch:?}: loss {} vs {want_loss}",
+                r.loss
+            );
+        }
+        for (i, v) in vars.iter().enumerate() {
+            let want = whole
+                .get(v.as_tensor())
+                .expect("every adapter gets a gradient");
+            let tol = 1e-5 * (1.0 + max_diff(want, &want.zeros_like().unwrap()));
+            for (what, got) in [("1 thread", &one.1[i]), ("2 threads", &two.1[i])] {
+                let got = got
+                    .as_ref()
+                    .expect("the split backward reaches every adapter");
+                let e = max_diff(got, want);
+                assert!(e <= tol, "{arch:?} var {i} ({what}): off by {e}");
+            }
+        }
+    }
+}

@@ -10,7 +10,6 @@ use std::path::Path;
 use std::time::Instant;
 
 use anyhow::{Context, Result};
-use candle_core::Tensor;
 
 use super::flops::{self, Shapes};
 use super::{Mode, Row, Workload};
@@ -19,7 +18,7 @@ use crate::loss::{LossType, PreferenceLoss};
 use crate::model::{Adapters, Lora, LoraConfig, Model, Target};
 use crate::recipe::{LossSection, Truncation};
 use crate::session::Loaded;
-use crate::train::{self, optim, reference, RefVals};
+use crate::train::{self, optim, pairwise, reference, RefVals};
 
 /// Pairs per optimizer step (one micro-batch; no accumulation).
 pub const PAIRS_PER_STEP: usize = 2;
@@ -204,18 +203,25 @@ pub fn run(job: &Job, progress: &mut dyn FnMut(usize, usize)) -> Result<Vec<Row>
     let (mut secs, mut tokens, mut flop) = (Vec::new(), Vec::new(), Vec::new());
     for s in 0..total {
         let pairs = batch(s);
-        let policy = Adapters::Train(&lora, s as u64);
         let t = Instant::now();
-        let (loss_t, n_tok) = match job.mode {
+        let (n_tok, grads) = match job.mode {
             Mode::PolicyOnly => {
                 // Mean NLL of every completion token, chosen and rejected: the fine-tuning floor.
-                let p = train::policy_logps(model, &pairs, policy)?;
                 let n_c: usize = pairs
                     .iter()
                     .map(|p| p.chosen.completion().len() + p.rejected.completion().len())
                     .sum();
-                let l = ((p.chosen.sum_all()? + p.rejected.sum_all()?)? / -(n_c as f64))?;
-                (l, p.tokens)
+                let f = pairwise::forward(
+                    model,
+                    &pairs,
+                    Adapters::Train(&lora, s as u64),
+                    &RefVals::None,
+                )?;
+                let ((), grads) = f.backward(&vars, |pc, pr| {
+                    let nll = ((pc.sum_all()? + pr.sum_all()?)? / -(n_c as f64))?;
+                    Ok((nll, ()))
+                })?;
+                (f.tokens, grads)
             }
             mode => {
                 let refs = match mode {
@@ -235,14 +241,20 @@ pub fn run(job: &Job, progress: &mut dyn FnMut(usize, usize)) -> Result<Vec<Row>
                     ),
                     _ => RefVals::None,
                 };
-                let r = train::step(model, &loss, None, &pairs, policy, refs)?;
-                (r.out.loss, r.tokens)
+                let (r, grads) = train::step_backward(
+                    model,
+                    &loss,
+                    None,
+                    &pairs,
+                    (&lora, s as u64),
+                    refs,
+                    &vars,
+                    1.0,
+                )?;
+                (r.tokens, grads)
             }
         };
-        let grads = loss_t.backward()?;
-        let mut acc: Vec<Option<Tensor>> = vec![None; vars.len()];
-        optim::accumulate(&mut acc, &vars, &grads)?;
-        optim::apply(&mut opt, &vars, acc, LR, Some(MAX_GRAD_NORM))?;
+        optim::apply(&mut opt, &vars, grads, LR, Some(MAX_GRAD_NORM))?;
         let elapsed = t.elapsed().as_secs_f64();
         if s >= job.warmup {
             secs.push(elapsed);

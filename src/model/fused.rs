@@ -19,6 +19,7 @@ use std::sync::OnceLock;
 use candle_core::{CpuStorage, CustomOp1, CustomOp2, Layout, Result, Shape, Storage, Tensor};
 use rayon::prelude::*;
 
+use super::fastmath::{exp, lane_sum, sigmoid, tanh, wide};
 use super::qlinear::contiguous_f32;
 
 /// Floats handed to one rayon task: below this the task overhead outweighs the work.
@@ -175,12 +176,12 @@ impl Activation {
     fn value_and_slope(self, x: f32) -> (f32, f32) {
         match self {
             Activation::Silu => {
-                let s = 1.0 / (1.0 + (-x).exp());
+                let s = sigmoid(x);
                 (x * s, s * (1.0 + x * (1.0 - s)))
             }
             Activation::GeluTanh => {
                 let inner = SQRT_2_OVER_PI * x * (1.0 + GELU_C * x * x);
-                let t = inner.tanh();
+                let t = tanh(inner);
                 let d_inner = SQRT_2_OVER_PI * (1.0 + 3.0 * GELU_C * x * x);
                 (
                     0.5 * x * (1.0 + t),
@@ -227,9 +228,11 @@ impl CustomOp2 for Gated {
             .zip(gate.par_chunks(TASK_FLOATS))
             .zip(up.par_chunks(TASK_FLOATS))
             .for_each(|((ys, gs), us)| {
-                for ((y, &g), &u) in ys.iter_mut().zip(gs).zip(us) {
-                    *y = self.0.value_and_slope(g).0 * u;
-                }
+                wide(|| {
+                    for ((y, &g), &u) in ys.iter_mut().zip(gs).zip(us) {
+                        *y = self.0.value_and_slope(g).0 * u;
+                    }
+                })
             });
         Ok((CpuStorage::F32(y), l1.shape().clone()))
     }
@@ -253,12 +256,14 @@ impl CustomOp2 for Gated {
                         .zip(gv.par_chunks(TASK_FLOATS))
                         .zip(uv.par_chunks(TASK_FLOATS).zip(gr.par_chunks(TASK_FLOATS)))
                         .for_each(|(((dgs, dus), gs), (us, grs))| {
-                            let it = dgs.iter_mut().zip(dus.iter_mut()).zip(gs);
-                            for (((dg, du), &g), (&u, &gr)) in it.zip(us.iter().zip(grs)) {
-                                let (a, da) = self.0.value_and_slope(g);
-                                *dg = gr * u * da;
-                                *du = gr * a;
-                            }
+                            wide(|| {
+                                let it = dgs.iter_mut().zip(dus.iter_mut()).zip(gs);
+                                for (((dg, du), &g), (&u, &gr)) in it.zip(us.iter().zip(grs)) {
+                                    let (a, da) = self.0.value_and_slope(g);
+                                    *dg = gr * u * da;
+                                    *du = gr * a;
+                                }
+                            })
                         });
                     Ok(())
                 })
@@ -435,24 +440,24 @@ impl CustomOp2 for MaskedSoftmax {
             .zip(scores.par_chunks(k_len * rows))
             .enumerate()
             .for_each(|(task, (ps, ss))| {
-                for (k, (pr, sr)) in ps.chunks_mut(k_len).zip(ss.chunks(k_len)).enumerate() {
-                    let r = task * rows + k;
-                    // score row (b, h, i) reads mask row (b, 0, i)
-                    let (bi, i) = (r / (n_head * q_len), r % q_len);
-                    let mr = &mask[(bi * q_len + i) * k_len..(bi * q_len + i + 1) * k_len];
-                    let mut max = f32::NEG_INFINITY;
-                    for ((p, &s), &m) in pr.iter_mut().zip(sr).zip(mr) {
-                        *p = self.scale * s + m;
-                        max = max.max(*p);
+                wide(|| {
+                    for (k, (pr, sr)) in ps.chunks_mut(k_len).zip(ss.chunks(k_len)).enumerate() {
+                        let r = task * rows + k;
+                        // score row (b, h, i) reads mask row (b, 0, i)
+                        let (bi, i) = (r / (n_head * q_len), r % q_len);
+                        let mr = &mask[(bi * q_len + i) * k_len..(bi * q_len + i + 1) * k_len];
+                        let mut max = f32::NEG_INFINITY;
+                        for ((p, &s), &m) in pr.iter_mut().zip(sr).zip(mr) {
+                            *p = self.scale * s + m;
+                            max = max.max(*p);
+                        }
+                        for p in pr.iter_mut() {
+                            *p = exp(*p - max);
+                        }
+                        let inv = 1.0 / lane_sum(pr);
+                        pr.iter_mut().for_each(|p| *p *= inv);
                     }
-                    let mut sum = 0f32;
-                    for p in pr.iter_mut() {
-                        *p = (*p - max).exp();
-                        sum += *p;
-                    }
-                    let inv = 1.0 / sum;
-                    pr.iter_mut().for_each(|p| *p *= inv);
-                }
+                })
             });
         Ok((CpuStorage::F32(p), l1.shape().clone()))
     }
@@ -473,13 +478,18 @@ impl CustomOp2 for MaskedSoftmax {
                     .zip(p.par_chunks(k_len * rows))
                     .zip(g.par_chunks(k_len * rows))
                     .for_each(|((gss, ps), gs)| {
-                        let it = gss.chunks_mut(k_len).zip(ps.chunks(k_len));
-                        for ((o, pr), gr) in it.zip(gs.chunks(k_len)) {
-                            let dot: f32 = pr.iter().zip(gr).map(|(p, g)| p * g).sum();
-                            for ((o, &p), &g) in o.iter_mut().zip(pr).zip(gr) {
-                                *o = self.scale * p * (g - dot);
+                        wide(|| {
+                            let it = gss.chunks_mut(k_len).zip(ps.chunks(k_len));
+                            for ((o, pr), gr) in it.zip(gs.chunks(k_len)) {
+                                for ((o, &p), &g) in o.iter_mut().zip(pr).zip(gr) {
+                                    *o = p * g;
+                                }
+                                let dot = lane_sum(o);
+                                for ((o, &p), &g) in o.iter_mut().zip(pr).zip(gr) {
+                                    *o = self.scale * p * (g - dot);
+                                }
                             }
-                        }
+                        })
                     });
                 Ok(gs)
             })

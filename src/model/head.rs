@@ -13,6 +13,7 @@
 use candle_core::{Result, Tensor, D};
 use rayon::prelude::*;
 
+use super::fastmath::{exp, lane_sum_f64, wide};
 use super::qweight::{gemm_f32, QWeight};
 
 /// Floats held at once in the logits block and in the dequantized block of rows (16 MB each).
@@ -87,20 +88,20 @@ pub fn token_logps(h: &Tensor, targets: &[u32], w: &QWeight) -> Result<Tensor> {
             .zip(m.par_iter_mut())
             .zip(s.par_iter_mut())
             .map(|((row, mi), si)| {
-                let cm = row.iter().copied().fold(f32::NEG_INFINITY, f32::max);
-                let mut factor = 1f32;
-                if cm > *mi {
-                    factor = (*mi - cm).exp();
-                    *si *= factor as f64;
-                    *mi = cm;
-                }
-                let mut sum = 0f64;
-                for x in row.iter_mut() {
-                    *x = (*x - *mi).exp();
-                    sum += *x as f64;
-                }
-                *si += sum;
-                factor
+                wide(|| {
+                    let cm = row.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+                    let mut factor = 1f32;
+                    if cm > *mi {
+                        factor = exp(*mi - cm);
+                        *si *= factor as f64;
+                        *mi = cm;
+                    }
+                    for x in row.iter_mut() {
+                        *x = exp(*x - *mi);
+                    }
+                    *si += lane_sum_f64(row);
+                    factor
+                })
             })
             .collect();
         if need_grad {

@@ -271,7 +271,7 @@ pub(crate) unsafe fn gemm_f32(
     rhs_cs: isize,
     rhs_rs: isize,
 ) {
-    let threads = rayon::current_num_threads();
+    let threads = super::lanes::gemm_threads();
     let par = if threads > 1 && m * n * k > 64 * 64 * 64 {
         gemm::Parallelism::Rayon(threads)
     } else {

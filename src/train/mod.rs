@@ -12,6 +12,7 @@
 
 pub mod checkpoint;
 pub mod optim;
+pub mod pairwise;
 pub mod reference;
 pub mod schedule;
 
@@ -79,7 +80,7 @@ pub enum RefVals<'a> {
 
 /// The result of one micro-batch.
 pub struct StepOut {
-    /// The differentiable loss and the rewards.
+    /// The loss (a function of the policy's sums) and the rewards.
     pub out: LossOutput,
     pub loss: f64,
     pub logps_chosen: Vec<f32>,
@@ -88,34 +89,9 @@ pub struct StepOut {
     pub tokens: usize,
 }
 
-/// The policy's summed completion log-probs of a micro-batch, one forward over every chosen then
-/// every rejected sequence.
-pub struct PolicyLogps {
-    /// `(b_sz,)` f32, differentiable w.r.t. the adapters under [`Adapters::Train`].
-    pub chosen: Tensor,
-    pub rejected: Tensor,
-    /// Tokens in the forward (no padding).
-    pub tokens: usize,
-}
-
-/// Policy forward of one micro-batch (the part of [`step`] that builds the gradient graph).
-pub fn policy_logps(model: &Model, pairs: &[&TrainPair], policy: Adapters) -> Result<PolicyLogps> {
-    let b = pairs.len();
-    let seqs = reference::pair_sequences(pairs);
-    // tokens of the chosen and rejected sequences (the prompt counted twice, as it would be
-    // without prefix sharing)
-    let tokens: usize = seqs.iter().map(|(c, r)| c.ids.len() + r.ids.len()).sum();
-    let sums = model.pair_logps(&seqs, policy)?.sums; // (2·b_sz,)
-    Ok(PolicyLogps {
-        chosen: sums.narrow(0, 0, b)?,
-        rejected: sums.narrow(0, b, b)?,
-        tokens,
-    })
-}
-
-/// Loss and metrics of one micro-batch: the policy forward ([`policy_logps`]), the reference's
-/// values (`refs`), the loss. The caller runs `backward` on `out.loss`. The training loop, its
-/// evaluation and `dpo-lora bench` all call this.
+/// Loss and metrics of one micro-batch, no gradient: the policy forward (`policy`), the
+/// reference's values (`refs`), the loss. Evaluation calls this; training calls
+/// [`step_backward`].
 pub fn step(
     model: &Model,
     loss: &PreferenceLoss,
@@ -124,19 +100,44 @@ pub fn step(
     policy: Adapters,
     refs: RefVals,
 ) -> Result<StepOut> {
-    let dev = model.device();
+    let f = pairwise::forward(model, pairs, policy, &refs)?;
+    let (pc, pr) = f.sums()?;
+    step_out(loss, rpo_alpha, pairs, &f, &pc, &pr)
+}
+
+/// [`step`] under [`Adapters::Train`]`(lora, seed)`, and the gradient of `scale · loss` w.r.t.
+/// `vars`, pair by pair across the CPU's cores (see `pairwise`).
+#[allow(clippy::too_many_arguments)]
+pub fn step_backward(
+    model: &Model,
+    loss: &PreferenceLoss,
+    rpo_alpha: Option<f64>,
+    pairs: &[&TrainPair],
+    (lora, seed): (&Lora, u64),
+    refs: RefVals,
+    vars: &[&candle_core::Var],
+    scale: f64,
+) -> Result<(StepOut, Vec<Option<Tensor>>)> {
+    let f = pairwise::forward(model, pairs, Adapters::Train(lora, seed), &refs)?;
+    Ok(f.backward(vars, |pc, pr| {
+        let out = step_out(loss, rpo_alpha, pairs, &f, pc, pr)
+            .map_err(|e| candle_core::Error::Msg(format!("{e:#}")))?;
+        Ok(((&out.out.loss * scale)?, out))
+    })?)
+}
+
+/// The loss of a micro-batch from the policy's `(b,)` sums `pc`, `pr` and `f`'s reference.
+fn step_out(
+    loss: &PreferenceLoss,
+    rpo_alpha: Option<f64>,
+    pairs: &[&TrainPair],
+    f: &pairwise::Forward,
+    pc: &Tensor,
+    pr: &Tensor,
+) -> Result<StepOut> {
+    let dev = pc.device();
     let b = pairs.len();
-    let PolicyLogps {
-        chosen: pc,
-        rejected: pr,
-        tokens,
-    } = policy_logps(model, pairs, policy)?;
-    let ref_vals = match refs {
-        RefVals::Compute { model, frozen } => Some(reference::compute(model, frozen, pairs)?),
-        RefVals::Given(v) => Some(v),
-        RefVals::None => None,
-    };
-    let (rc, rr) = match &ref_vals {
+    let (rc, rr) = match &f.reference {
         Some(v) => (
             Some(Tensor::from_vec(
                 v.iter().map(|x| x.0).collect::<Vec<_>>(),
@@ -163,8 +164,8 @@ pub fn step(
         len(|p| p.rejected.completion().len())?,
     );
     let inputs = LossInputs {
-        policy_chosen: &pc,
-        policy_rejected: &pr,
+        policy_chosen: pc,
+        policy_rejected: pr,
         ref_chosen: rc.as_ref(),
         ref_rejected: rr.as_ref(),
         chosen_len: &lc,
@@ -177,7 +178,7 @@ pub fn step(
         logps_chosen: pc.detach().to_vec1()?,
         logps_rejected: pr.detach().to_vec1()?,
         out,
-        tokens,
+        tokens: f.tokens,
     })
 }
 
@@ -392,10 +393,15 @@ pub fn run(recipe: &Recipe, opts: &Options) -> Result<Outcome> {
             let idx = order.take(pos, t.batch_size);
             let pairs: Vec<&TrainPair> = idx.iter().map(|&i| &ctx.train.pairs[i]).collect();
             let seed = SplitMix64::keyed(&[t.seed, 0xd50, step as u64, micro as u64]).next_u64();
-            let r = ctx.batch(
+            let (r, grads) = step_backward(
+                &ctx.loaded.model,
+                &ctx.loss,
+                ctx.recipe.loss.rpo_alpha,
                 &pairs,
-                Adapters::Train(&lora, seed),
+                (&lora, seed),
                 ctx.refs_for(&idx, false),
+                &vars,
+                1.0 / t.grad_accum as f64,
             )?;
             if !r.loss.is_finite() {
                 bar.abandon();
@@ -409,8 +415,7 @@ pub fn run(recipe: &Recipe, opts: &Options) -> Result<Outcome> {
                     }
                 );
             }
-            let grads = (&r.out.loss / t.grad_accum as f64)?.backward()?;
-            optim::accumulate(&mut acc, &vars, &grads)?;
+            optim::accumulate(&mut acc, grads)?;
             m.add(r.loss, &r.out, &r.logps_chosen, &r.logps_rejected);
             tokens += r.tokens;
         }

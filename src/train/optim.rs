@@ -5,7 +5,6 @@
 use std::collections::HashMap;
 use std::path::Path;
 
-use candle_core::backprop::GradStore;
 use candle_core::{Device, Result, Tensor, Var};
 
 pub struct AdamW {
@@ -102,15 +101,14 @@ impl AdamW {
     }
 }
 
-/// Add one backward's gradients of `vars` into `acc` (`acc[i]` belongs to `vars[i]`).
-pub fn accumulate(acc: &mut [Option<Tensor>], vars: &[&Var], grads: &GradStore) -> Result<()> {
-    for (i, v) in vars.iter().enumerate() {
-        if let Some(g) = grads.get(v.as_tensor()) {
-            acc[i] = Some(match acc[i].take() {
-                Some(a) => (a + g)?,
-                None => g.clone(),
-            });
-        }
+/// Add one backward's gradients into `acc` (`grads[i]` and `acc[i]` belong to the same variable;
+/// `None` where it got no gradient).
+pub fn accumulate(acc: &mut [Option<Tensor>], grads: Vec<Option<Tensor>>) -> Result<()> {
+    for (a, g) in acc.iter_mut().zip(grads) {
+        *a = match (a.take(), g) {
+            (Some(a), Some(g)) => Some((a + g)?),
+            (a, g) => a.or(g),
+        };
     }
     Ok(())
 }
