@@ -66,6 +66,24 @@ pub fn lane_sum(xs: &[f32]) -> f32 {
     lanes.iter().sum::<f32>() + tail
 }
 
+/// `max xs` (`-inf` for none) in eight interleaved partial maxima, as [`lane_sum`] does.
+#[inline(always)]
+pub fn lane_max(xs: &[f32]) -> f32 {
+    let mut lanes = [f32::NEG_INFINITY; 8];
+    let mut chunks = xs.chunks_exact(8);
+    for c in &mut chunks {
+        for (l, &x) in lanes.iter_mut().zip(c) {
+            *l = if x > *l { x } else { *l };
+        }
+    }
+    let tail = chunks
+        .remainder()
+        .iter()
+        .copied()
+        .fold(f32::NEG_INFINITY, f32::max);
+    lanes.iter().copied().fold(tail, f32::max)
+}
+
 /// `Σ xs` in f64, eight partial sums as in [`lane_sum`].
 #[inline(always)]
 pub fn lane_sum_f64(xs: &[f32]) -> f64 {
@@ -80,8 +98,9 @@ pub fn lane_sum_f64(xs: &[f32]) -> f64 {
     lanes.iter().sum::<f64>() + tail
 }
 
-/// Run `f` compiled for AVX2 + FMA on a CPU that has them (the closure is inlined into a function
-/// with those features, so its loops vectorize 8 wide), else as built.
+/// Run `f` compiled for AVX2 + FMA on a CPU that has them, else as built. The closure must be
+/// marked `#[inline(always)]` (`wide(#[inline(always)] || kernel(..))`, the kernel too): only
+/// code inlined into the function with those features is compiled for them.
 #[inline(always)]
 pub fn wide<R>(f: impl FnOnce() -> R) -> R {
     #[cfg(target_arch = "x86_64")]
@@ -159,6 +178,8 @@ mod tests {
             let want: f64 = xs.iter().map(|&x| x as f64).sum();
             assert!((lane_sum(&xs) as f64 - want).abs() < 1e-4, "{n}");
             assert!((lane_sum_f64(&xs) - want).abs() < 1e-9, "{n}");
+            let max = xs.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+            assert_eq!(lane_max(&xs), max, "{n}");
         }
     }
 
@@ -166,7 +187,10 @@ mod tests {
     fn wide_runs_the_same_loop() {
         let xs: Vec<f32> = (0..1000).map(|i| (i as f32 - 500.0) * 0.17).collect();
         let plain: Vec<f32> = xs.iter().map(|&x| exp(x)).collect();
-        let w: Vec<f32> = wide(|| xs.iter().map(|&x| exp(x)).collect());
+        let w: Vec<f32> = wide(
+            #[inline(always)]
+            || xs.iter().map(|&x| exp(x)).collect(),
+        );
         for (a, b) in plain.iter().zip(&w) {
             assert!((a - b).abs() <= 2e-7 * a.abs(), "{a} {b}");
         }

@@ -19,7 +19,7 @@ use std::sync::OnceLock;
 use candle_core::{CpuStorage, CustomOp1, CustomOp2, Layout, Result, Shape, Storage, Tensor};
 use rayon::prelude::*;
 
-use super::fastmath::{exp, lane_sum, sigmoid, tanh, wide};
+use super::fastmath::{exp, lane_max, lane_sum, sigmoid, tanh, wide};
 use super::qlinear::contiguous_f32;
 
 /// Floats handed to one rayon task: below this the task overhead outweighs the work.
@@ -172,7 +172,7 @@ const GELU_C: f32 = 0.044_715;
 
 impl Activation {
     /// `act(x)` and `d act / dx` at `x`.
-    #[inline]
+    #[inline(always)]
     fn value_and_slope(self, x: f32) -> (f32, f32) {
         match self {
             Activation::Silu => {
@@ -228,11 +228,10 @@ impl CustomOp2 for Gated {
             .zip(gate.par_chunks(TASK_FLOATS))
             .zip(up.par_chunks(TASK_FLOATS))
             .for_each(|((ys, gs), us)| {
-                wide(|| {
-                    for ((y, &g), &u) in ys.iter_mut().zip(gs).zip(us) {
-                        *y = self.0.value_and_slope(g).0 * u;
-                    }
-                })
+                wide(
+                    #[inline(always)]
+                    || gated_rows(self.0, ys, gs, us),
+                )
             });
         Ok((CpuStorage::F32(y), l1.shape().clone()))
     }
@@ -256,14 +255,10 @@ impl CustomOp2 for Gated {
                         .zip(gv.par_chunks(TASK_FLOATS))
                         .zip(uv.par_chunks(TASK_FLOATS).zip(gr.par_chunks(TASK_FLOATS)))
                         .for_each(|(((dgs, dus), gs), (us, grs))| {
-                            wide(|| {
-                                let it = dgs.iter_mut().zip(dus.iter_mut()).zip(gs);
-                                for (((dg, du), &g), (&u, &gr)) in it.zip(us.iter().zip(grs)) {
-                                    let (a, da) = self.0.value_and_slope(g);
-                                    *dg = gr * u * da;
-                                    *du = gr * a;
-                                }
-                            })
+                            wide(
+                                #[inline(always)]
+                                || gated_grad_rows(self.0, dgs, dus, gs, us, grs),
+                            )
                         });
                     Ok(())
                 })
@@ -434,30 +429,25 @@ impl CustomOp2 for MaskedSoftmax {
     ) -> Result<(CpuStorage, Shape)> {
         let (scores, mask) = (contiguous_f32(s1, l1)?, contiguous_f32(s2, l2)?);
         let (_, n_head, q_len, k_len) = l1.shape().dims4()?;
-        let rows = task_rows(k_len);
+        let rows_per_task = task_rows(k_len);
         let mut p = vec![0f32; scores.len()];
-        p.par_chunks_mut(k_len * rows)
-            .zip(scores.par_chunks(k_len * rows))
+        p.par_chunks_mut(k_len * rows_per_task)
+            .zip(scores.par_chunks(k_len * rows_per_task))
             .enumerate()
             .for_each(|(task, (ps, ss))| {
-                wide(|| {
-                    for (k, (pr, sr)) in ps.chunks_mut(k_len).zip(ss.chunks(k_len)).enumerate() {
-                        let r = task * rows + k;
-                        // score row (b, h, i) reads mask row (b, 0, i)
-                        let (bi, i) = (r / (n_head * q_len), r % q_len);
-                        let mr = &mask[(bi * q_len + i) * k_len..(bi * q_len + i + 1) * k_len];
-                        let mut max = f32::NEG_INFINITY;
-                        for ((p, &s), &m) in pr.iter_mut().zip(sr).zip(mr) {
-                            *p = self.scale * s + m;
-                            max = max.max(*p);
+                wide(
+                    #[inline(always)]
+                    || {
+                        let rows = ps.chunks_mut(k_len).zip(ss.chunks(k_len)).enumerate();
+                        for (k, (pr, sr)) in rows {
+                            let r = task * rows_per_task + k;
+                            // score row (b, h, i) reads mask row (b, 0, i)
+                            let (bi, i) = (r / (n_head * q_len), r % q_len);
+                            let mr = &mask[(bi * q_len + i) * k_len..(bi * q_len + i + 1) * k_len];
+                            softmax_row(pr, sr, mr, self.scale);
                         }
-                        for p in pr.iter_mut() {
-                            *p = exp(*p - max);
-                        }
-                        let inv = 1.0 / lane_sum(pr);
-                        pr.iter_mut().for_each(|p| *p *= inv);
-                    }
-                })
+                    },
+                )
             });
         Ok((CpuStorage::F32(p), l1.shape().clone()))
     }
@@ -478,18 +468,15 @@ impl CustomOp2 for MaskedSoftmax {
                     .zip(p.par_chunks(k_len * rows))
                     .zip(g.par_chunks(k_len * rows))
                     .for_each(|((gss, ps), gs)| {
-                        wide(|| {
-                            let it = gss.chunks_mut(k_len).zip(ps.chunks(k_len));
-                            for ((o, pr), gr) in it.zip(gs.chunks(k_len)) {
-                                for ((o, &p), &g) in o.iter_mut().zip(pr).zip(gr) {
-                                    *o = p * g;
+                        wide(
+                            #[inline(always)]
+                            || {
+                                let it = gss.chunks_mut(k_len).zip(ps.chunks(k_len));
+                                for ((o, pr), gr) in it.zip(gs.chunks(k_len)) {
+                                    softmax_grad_row(o, pr, gr, self.scale);
                                 }
-                                let dot = lane_sum(o);
-                                for ((o, &p), &g) in o.iter_mut().zip(pr).zip(gr) {
-                                    *o = self.scale * p * (g - dot);
-                                }
-                            }
-                        })
+                            },
+                        )
                     });
                 Ok(gs)
             })
@@ -498,6 +485,59 @@ impl CustomOp2 for MaskedSoftmax {
             Some(Tensor::from_vec(gs, scores.shape(), scores.device())?),
             None,
         ))
+    }
+}
+
+/// `y = act(g) · u` over a run of values. Inlined into [`wide`]'s AVX2 function (as are the
+/// other row kernels below), so the loops vectorize there.
+#[inline(always)]
+fn gated_rows(act: Activation, ys: &mut [f32], gs: &[f32], us: &[f32]) {
+    for ((y, &g), &u) in ys.iter_mut().zip(gs).zip(us) {
+        *y = act.value_and_slope(g).0 * u;
+    }
+}
+
+/// `d gate = gr · u · act'(g)`, `d up = gr · act(g)` over a run of values.
+#[inline(always)]
+fn gated_grad_rows(
+    act: Activation,
+    dgs: &mut [f32],
+    dus: &mut [f32],
+    gs: &[f32],
+    us: &[f32],
+    grs: &[f32],
+) {
+    let it = dgs.iter_mut().zip(dus.iter_mut()).zip(gs);
+    for (((dg, du), &g), (&u, &gr)) in it.zip(us.iter().zip(grs)) {
+        let (a, da) = act.value_and_slope(g);
+        *dg = gr * u * da;
+        *du = gr * a;
+    }
+}
+
+/// One row of probabilities: `p = softmax(scale · s + m)`.
+#[inline(always)]
+fn softmax_row(p: &mut [f32], s: &[f32], m: &[f32], scale: f32) {
+    for ((p, &s), &m) in p.iter_mut().zip(s).zip(m) {
+        *p = scale * s + m;
+    }
+    let max = lane_max(p);
+    for p in p.iter_mut() {
+        *p = exp(*p - max);
+    }
+    let inv = 1.0 / lane_sum(p);
+    p.iter_mut().for_each(|p| *p *= inv);
+}
+
+/// One row of the softmax backward: `o = scale · p · (g - Σ g·p)`.
+#[inline(always)]
+fn softmax_grad_row(o: &mut [f32], p: &[f32], g: &[f32], scale: f32) {
+    for ((o, &p), &g) in o.iter_mut().zip(p).zip(g) {
+        *o = p * g;
+    }
+    let dot = lane_sum(o);
+    for ((o, &p), &g) in o.iter_mut().zip(p).zip(g) {
+        *o = scale * p * (g - dot);
     }
 }
 

@@ -13,7 +13,7 @@
 use candle_core::{Result, Tensor, D};
 use rayon::prelude::*;
 
-use super::fastmath::{exp, lane_sum_f64, wide};
+use super::fastmath::{exp, lane_max, lane_sum_f64, wide};
 use super::qweight::{gemm_f32, QWeight};
 
 /// Floats held at once in the logits block and in the dequantized block of rows (16 MB each).
@@ -88,20 +88,10 @@ pub fn token_logps(h: &Tensor, targets: &[u32], w: &QWeight) -> Result<Tensor> {
             .zip(m.par_iter_mut())
             .zip(s.par_iter_mut())
             .map(|((row, mi), si)| {
-                wide(|| {
-                    let cm = row.iter().copied().fold(f32::NEG_INFINITY, f32::max);
-                    let mut factor = 1f32;
-                    if cm > *mi {
-                        factor = exp(*mi - cm);
-                        *si *= factor as f64;
-                        *mi = cm;
-                    }
-                    for x in row.iter_mut() {
-                        *x = exp(*x - *mi);
-                    }
-                    *si += lane_sum_f64(row);
-                    factor
-                })
+                wide(
+                    #[inline(always)]
+                    || exp_row(row, mi, si),
+                )
             })
             .collect();
         if need_grad {
@@ -195,6 +185,25 @@ pub fn token_logps_blocks(
         .mul(&jac)?
         .sum(D::Minus1)?;
     logp + (&lin - lin.detach())?
+}
+
+/// One row of the online log-sum-exp: `row` becomes `exp(row - max)` against the running max
+/// `m` (raised to the row's max when that is larger, the running sum `s` rescaled by the returned
+/// factor), its sum added to `s`. Inlined into [`wide`]'s AVX2 function.
+#[inline(always)]
+fn exp_row(row: &mut [f32], m: &mut f32, s: &mut f64) -> f32 {
+    let cm = lane_max(row);
+    let mut factor = 1f32;
+    if cm > *m {
+        factor = exp(*m - cm);
+        *s *= factor as f64;
+        *m = cm;
+    }
+    for x in row.iter_mut() {
+        *x = exp(*x - *m);
+    }
+    *s += lane_sum_f64(row);
+    factor
 }
 
 #[cfg(test)]
