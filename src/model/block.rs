@@ -10,7 +10,7 @@ use candle_core::{Result, Tensor};
 use super::config::Config;
 use super::fused::{rms_norm, rope};
 use super::layers::attention;
-use super::lora::Target;
+use super::lora::{Branch, Target};
 use super::qlinear::QLinear;
 
 /// The frozen weights of one layer. Cheap to clone: every tensor is shared.
@@ -58,10 +58,9 @@ pub(crate) enum Linears<'a> {
 /// The frozen linears whose outputs a checkpointed block keeps between its two runs.
 pub(crate) const KEPT: [Target; 2] = [Target::GateProj, Target::UpProj];
 
-/// The LoRA branch of a forward: `delta(target, x)` is what the adapter adds to the frozen
-/// linear's output for input `x` (in the activation type; the branch computes in f32), or `None`
-/// where no adapter sits.
-pub(crate) type Delta<'a> = &'a dyn Fn(Target, &Tensor) -> Result<Option<Tensor>>;
+/// The LoRA branches of a forward: `delta(target)` is the adapter beside the frozen linear
+/// `target` of this block, or `None` where no adapter sits.
+pub(crate) type Delta<'a> = &'a dyn Fn(Target) -> Result<Option<Branch>>;
 
 impl Block {
     pub fn linear(&self, target: Target) -> &QLinear {
@@ -76,11 +75,12 @@ impl Block {
         }
     }
 
-    /// Frozen linear + LoRA branch. The branch runs in f32 (see `lora::branch`) and is cast back
-    /// to the activation type.
+    /// Frozen linear + LoRA branch, one op where it can be (see `adapted`). The branch runs in
+    /// f32 (see `lora::branch`) and is cast back to the activation type.
     fn lin(&self, target: Target, x: &Tensor, delta: Delta, linears: &Linears) -> Result<Tensor> {
         let lin = self.linear(target);
         let kept = KEPT.iter().position(|&t| t == target);
+        let branch = delta(target)?;
         let y = match (linears, kept) {
             (Linears::Record(out), Some(_)) => {
                 let y = lin.forward(x)?;
@@ -93,11 +93,11 @@ impl Block {
                     .ok_or_else(|| candle_core::Error::Msg("checkpoint: no kept output".into()))?;
                 super::checkpoint::reuse(lin, x, y)?
             }
-            _ => lin.forward(x)?,
+            _ => return super::adapted::forward(lin, x, branch.as_ref()),
         };
-        match delta(target, x)? {
-            Some(d) => {
-                let d = d.to_dtype(y.dtype())?;
+        match branch {
+            Some(br) => {
+                let d = br.apply(x)?.to_dtype(y.dtype())?;
                 y + d
             }
             None => Ok(y),

@@ -28,7 +28,7 @@ use candle_core::{
 
 use super::block::{Block, BlockInputs, Linears};
 use super::config::Config;
-use super::lora::{branch, Dropout, Lora, Target};
+use super::lora::{Branch, Dropout, Lora, Target};
 use super::qlinear::QLinear;
 
 /// One adapter's place in the flat tensor: A `(r, in)` at `a_off`, B `(out, r)` at `b_off`.
@@ -54,15 +54,17 @@ struct FlatLora {
 
 impl FlatLora {
     /// The LoRA branch of `target` with weights read from `flat`.
-    fn delta(&self, flat: &Tensor, target: Target, x: &Tensor) -> Result<Option<Tensor>> {
+    fn branch(&self, flat: &Tensor, target: Target) -> Result<Option<Branch>> {
         let Some(p) = self.parts.iter().find(|p| p.target == target) else {
             return Ok(None);
         };
         let (sa, sb) = (p.a_dims, p.b_dims);
-        let a = flat.narrow(0, p.a_off, sa.0 * sa.1)?.reshape(sa)?;
-        let b = flat.narrow(0, p.b_off, sb.0 * sb.1)?.reshape(sb)?;
-        let drop = Dropout::draw(self.dropout, self.seed, self.layer, target);
-        branch(x, &a, &b, p.scale, drop).map(Some)
+        Ok(Some(Branch {
+            a: flat.narrow(0, p.a_off, sa.0 * sa.1)?.reshape(sa)?,
+            b: flat.narrow(0, p.b_off, sb.0 * sb.1)?.reshape(sb)?,
+            scale: p.scale,
+            drop: Dropout::draw(self.dropout, self.seed, self.layer, target),
+        }))
     }
 }
 
@@ -99,7 +101,7 @@ pub(crate) fn block(
     }
     if parts.is_empty() {
         // Nothing trainable here: the ordinary forward (x's gradient still flows).
-        let delta = |t, h: &Tensor| lora.delta(layer, t, h, Some(seed));
+        let delta = |t| Ok(lora.branch_at(layer, t, Some(seed)));
         return block.forward(config, inputs, x, &delta, &Linears::Compute);
     }
     let flat = Tensor::cat(&pieces, 0)?;
@@ -115,7 +117,7 @@ pub(crate) fn block(
         config,
         inputs,
         &x.detach(),
-        &|t, h| spec.delta(&detached, t, h),
+        &|t| spec.branch(&detached, t),
         &Linears::Record(&kept),
     )?;
     x.apply_op2(
@@ -237,7 +239,7 @@ impl CustomOp2 for BlockCheckpoint {
             &self.config,
             &self.inputs,
             xv.as_tensor(),
-            &|t, h| self.spec.delta(fv.as_tensor(), t, h),
+            &|t| self.spec.branch(fv.as_tensor(), t),
             &Linears::Replay(&kept),
         )?;
         let grads = (y * grad.detach())?.sum_all()?.backward()?;

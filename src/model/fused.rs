@@ -31,7 +31,7 @@ fn task_rows(row: usize) -> usize {
 }
 
 /// Runs `f` on the f32 values of `t` in row-major order (copied only when `t` is not contiguous).
-fn with_f32<R>(t: &Tensor, f: impl FnOnce(&[f32]) -> Result<R>) -> Result<R> {
+pub(crate) fn with_f32<R>(t: &Tensor, f: impl FnOnce(&[f32]) -> Result<R>) -> Result<R> {
     let t = t.contiguous()?;
     let (storage, layout) = t.storage_and_layout();
     let Storage::Cpu(cpu) = &*storage else {

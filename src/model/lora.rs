@@ -177,24 +177,40 @@ impl Lora {
         })
     }
 
-    /// `x (.., in) -> (.., out)`: the adapter's contribution at `(layer, target)`, or `None`.
+    /// The adapter's branch at `(layer, target)`, or `None` where there is none.
     /// `train = Some(seed)`: tracked for gradients, with dropout from `seed`; `None`: detached.
-    pub fn delta(
-        &self,
-        layer: usize,
-        target: Target,
-        x: &Tensor,
-        train: Option<u64>,
-    ) -> Result<Option<Tensor>> {
-        let Some(l) = self.get(layer, target) else {
-            return Ok(None);
-        };
+    pub fn branch_at(&self, layer: usize, target: Target, train: Option<u64>) -> Option<Branch> {
+        let l = self.get(layer, target)?;
         let (a, b) = match train {
             Some(_) => (l.a.as_tensor().clone(), l.b.as_tensor().clone()),
             None => (l.a.as_tensor().detach(), l.b.as_tensor().detach()),
         };
         let drop = train.and_then(|seed| Dropout::draw(self.config.dropout, seed, layer, target));
-        branch(x, &a, &b, l.scale, drop).map(Some)
+        Some(Branch {
+            a,
+            b,
+            scale: l.scale,
+            drop,
+        })
+    }
+}
+
+/// One linear's LoRA branch, ready to run: `scale · (dropout(x) · Aᵀ) · Bᵀ`. The forward adds it
+/// to the frozen linear's output (in one op where it can, see `adapted`).
+#[derive(Debug, Clone)]
+pub struct Branch {
+    /// `(r, in)`
+    pub a: Tensor,
+    /// `(out, r)`
+    pub b: Tensor,
+    pub scale: f64,
+    pub drop: Option<Dropout>,
+}
+
+impl Branch {
+    /// The branch's output for `x (.., in)`, in f32.
+    pub fn apply(&self, x: &Tensor) -> Result<Tensor> {
+        branch(x, &self.a, &self.b, self.scale, self.drop.clone())
     }
 }
 

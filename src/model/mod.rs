@@ -10,6 +10,7 @@
 //! a LoRA B on q/k is already in PEFT's row order. References: HF `modeling_llama.py`,
 //! `modeling_qwen2/3.py`, `modeling_gemma3.py`; llama.cpp `src/models/*.cpp`.
 
+pub mod adapted;
 pub mod block;
 pub mod checkpoint;
 pub mod composed;
@@ -33,7 +34,7 @@ pub use config::{Arch, Config};
 use fused::rms_norm;
 pub use layers::RowLayout;
 use layers::{attention_mask, rope_tables};
-pub use lora::{Adapters, Lora, LoraConfig, LoraLinear, Target};
+pub use lora::{Adapters, Branch, Lora, LoraConfig, LoraLinear, Target};
 pub use pack::Packed;
 use qlinear::QLinear;
 use qweight::QWeight;
@@ -323,12 +324,12 @@ impl Model {
         n
     }
 
-    /// The LoRA branch of `adapters` at `(il, target)` (f32 `x`).
-    fn delta(il: usize, target: Target, x: &Tensor, adapters: Adapters) -> Result<Option<Tensor>> {
+    /// The LoRA branch of `adapters` at `(il, target)`.
+    fn branch(il: usize, target: Target, adapters: Adapters) -> Option<Branch> {
         match adapters {
-            Adapters::Off => Ok(None),
-            Adapters::On(lora) => lora.delta(il, target, x, None),
-            Adapters::Train(lora, seed) => lora.delta(il, target, x, Some(seed)),
+            Adapters::Off => None,
+            Adapters::On(lora) => lora.branch_at(il, target, None),
+            Adapters::Train(lora, seed) => lora.branch_at(il, target, Some(seed)),
         }
     }
 
@@ -416,7 +417,7 @@ impl Model {
                     checkpoint::block(c, b, &inputs, il, &x, lora, seed)?
                 }
                 _ => {
-                    let delta = |t, h: &Tensor| Self::delta(il, t, h, adapters);
+                    let delta = |t| Ok(Self::branch(il, t, adapters));
                     b.forward(c, &inputs, &x, &delta, &Linears::Compute)?
                 }
             };

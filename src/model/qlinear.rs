@@ -62,6 +62,11 @@ impl QLinear {
         self.bias.as_ref()
     }
 
+    /// Whether the forward runs the CPU kernel over the host weight (not the generic path).
+    pub(crate) fn runs_cpu_kernel(&self) -> bool {
+        self.on_device.is_none()
+    }
+
     pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
         let dims = x.dims().to_vec();
         let in_f = *dims.last().unwrap_or(&0);
