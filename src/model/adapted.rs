@@ -18,9 +18,20 @@ use super::qlinear::{contiguous_f32, QLinear};
 use super::qweight::gemm_f32;
 
 /// `lin(x) + branch(x)` (`lin(x)` alone for no branch), in `x`'s type: one op where it can be.
-pub(crate) fn forward(lin: &QLinear, x: &Tensor, branch: Option<&Branch>) -> Result<Tensor> {
+/// `base`, when given, is `lin(x)` from an earlier forward of the same `x` (a checkpointed
+/// block's kept output): its value is used instead of multiplying again; the backward is the same.
+pub(crate) fn forward(
+    lin: &QLinear,
+    x: &Tensor,
+    branch: Option<&Branch>,
+    base: Option<&Tensor>,
+) -> Result<Tensor> {
+    let plain = |x: &Tensor| match base {
+        Some(y) => super::checkpoint::reuse(lin, x, y),
+        None => lin.forward(x),
+    };
     let Some(br) = branch else {
-        return lin.forward(x);
+        return plain(x);
     };
     let fusable = lin.runs_cpu_kernel()
         && x.device().is_cpu()
@@ -29,7 +40,7 @@ pub(crate) fn forward(lin: &QLinear, x: &Tensor, branch: Option<&Branch>) -> Res
         && br.a.dtype() == DType::F32
         && br.b.dtype() == DType::F32;
     if !fusable {
-        let y = lin.forward(x)?;
+        let y = plain(x)?;
         let d = br.apply(x)?.to_dtype(y.dtype())?;
         return y + d;
     }
@@ -49,12 +60,22 @@ pub(crate) fn forward(lin: &QLinear, x: &Tensor, branch: Option<&Branch>) -> Res
             br.b.dims()
         )
     }
+    // A kept output holds the bias; the op's value gets it added below, so take it out here.
+    let base = match (base, lin.bias()) {
+        (Some(y), Some(b)) => Some(y.broadcast_sub(b)?.reshape((n, out_f))?),
+        (Some(y), None) => Some(y.reshape((n, out_f))?),
+        (None, _) => None,
+    };
+    if base.as_ref().is_some_and(|y| y.dtype() != DType::F32) {
+        candle_core::bail!("adapted linear: kept output is not f32")
+    }
     let y = x.reshape((n, in_f))?.contiguous()?.apply_op3(
         &br.a.contiguous()?,
         &br.b.contiguous()?,
         Adapted {
             lin: lin.clone(),
             scale: br.scale as f32,
+            base,
         },
     )?;
     let mut out_dims = dims;
@@ -66,10 +87,12 @@ pub(crate) fn forward(lin: &QLinear, x: &Tensor, branch: Option<&Branch>) -> Res
     }
 }
 
-/// Args `x (n, in)`, `A (r, in)`, `B (out, r)`; value `x · Wᵀ + scale · (x · Aᵀ) · Bᵀ`.
+/// Args `x (n, in)`, `A (r, in)`, `B (out, r)`; value `x · Wᵀ + scale · (x · Aᵀ) · Bᵀ`, where
+/// `x · Wᵀ` is `base` when given (bias excluded).
 struct Adapted {
     lin: QLinear,
     scale: f32,
+    base: Option<Tensor>,
 }
 
 /// `dst (m, n) [+]= lhs · rhs` with `lhs` `(m, k)` and `rhs` `(k, n)` read through (row, column)
@@ -161,7 +184,10 @@ impl CustomOp3 for Adapted {
         );
         let (n, in_f) = l1.shape().dims2()?;
         let (r, out_f) = (l2.shape().dims2()?.0, self.lin.out_features());
-        let mut y = self.lin.weight().matmul_t(x, n)?;
+        let mut y = match &self.base {
+            Some(base) => with_f32(base, |v| Ok(v.to_vec()))?,
+            None => self.lin.weight().matmul_t(x, n)?,
+        };
         let t = self.scaled_xa(x, a, n, in_f, r);
         // y += (s · x · Aᵀ) · Bᵀ
         product(&mut y, (n, out_f, r), rm(&t, r), tr(b, r), true);
@@ -260,29 +286,37 @@ mod tests {
             scale: 2.5,
             drop: None,
         };
-        let fused = forward(&lin, x.as_tensor(), Some(&br)).unwrap();
         let composed =
             (lin.forward(x.as_tensor()).unwrap() + br.apply(x.as_tensor()).unwrap()).unwrap();
-        assert!(max_err(&fused, &composed) < 1e-5);
-        let gf = (&fused * &r)
-            .unwrap()
-            .sum_all()
-            .unwrap()
-            .backward()
-            .unwrap();
         let gc = (&composed * &r)
             .unwrap()
             .sum_all()
             .unwrap()
             .backward()
             .unwrap();
-        for (name, v) in [("x", &x), ("A", &a), ("B", &b)] {
-            let (f, c) = (
-                gf.get(v.as_tensor()).unwrap(),
-                gc.get(v.as_tensor()).unwrap(),
-            );
-            let e = max_err(f, c);
-            assert!(e < 1e-4, "d{name} off by {e}");
+        // without and with the frozen product given (a checkpoint's kept output, bias included)
+        let kept = lin.forward(&x.as_tensor().detach()).unwrap();
+        for base in [None, Some(&kept)] {
+            let fused = forward(&lin, x.as_tensor(), Some(&br), base).unwrap();
+            assert!(max_err(&fused, &composed) < 1e-5);
+            let gf = (&fused * &r)
+                .unwrap()
+                .sum_all()
+                .unwrap()
+                .backward()
+                .unwrap();
+            for (name, v) in [("x", &x), ("A", &a), ("B", &b)] {
+                let (f, c) = (
+                    gf.get(v.as_tensor()).unwrap(),
+                    gc.get(v.as_tensor()).unwrap(),
+                );
+                let e = max_err(f, c);
+                assert!(
+                    e < 1e-4,
+                    "d{name} off by {e} (base given: {})",
+                    base.is_some()
+                );
+            }
         }
     }
 }

@@ -81,27 +81,20 @@ impl Block {
         let lin = self.linear(target);
         let kept = KEPT.iter().position(|&t| t == target);
         let branch = delta(target)?;
-        let y = match (linears, kept) {
+        let base = match (linears, kept) {
             (Linears::Record(out), Some(_)) => {
                 let y = lin.forward(x)?;
                 out.borrow_mut().push(y.clone());
-                y
+                Some(y)
             }
-            (Linears::Replay(outs), Some(i)) => {
-                let y = outs
-                    .get(i)
-                    .ok_or_else(|| candle_core::Error::Msg("checkpoint: no kept output".into()))?;
-                super::checkpoint::reuse(lin, x, y)?
-            }
-            _ => return super::adapted::forward(lin, x, branch.as_ref()),
+            (Linears::Replay(outs), Some(i)) => Some(
+                outs.get(i)
+                    .ok_or_else(|| candle_core::Error::Msg("checkpoint: no kept output".into()))?
+                    .clone(),
+            ),
+            _ => None,
         };
-        match branch {
-            Some(br) => {
-                let d = br.apply(x)?.to_dtype(y.dtype())?;
-                y + d
-            }
-            None => Ok(y),
-        }
+        super::adapted::forward(lin, x, branch.as_ref(), base.as_ref())
     }
 
     /// `x (b_sz, seq_len, hidden) -> (b_sz, seq_len, hidden)`.
