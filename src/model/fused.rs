@@ -521,6 +521,12 @@ fn softmax_row(p: &mut [f32], s: &[f32], m: &[f32], scale: f32) {
     for ((p, &s), &m) in p.iter_mut().zip(s).zip(m) {
         *p = scale * s + m;
     }
+    softmax_in_place(p);
+}
+
+/// `p = softmax(p)` over one row (`-inf` entries become 0).
+#[inline(always)]
+pub(crate) fn softmax_in_place(p: &mut [f32]) {
     let max = lane_max(p);
     for p in p.iter_mut() {
         *p = exp(*p - max);
@@ -531,7 +537,7 @@ fn softmax_row(p: &mut [f32], s: &[f32], m: &[f32], scale: f32) {
 
 /// One row of the softmax backward: `o = scale · p · (g - Σ g·p)`.
 #[inline(always)]
-fn softmax_grad_row(o: &mut [f32], p: &[f32], g: &[f32], scale: f32) {
+pub(crate) fn softmax_grad_row(o: &mut [f32], p: &[f32], g: &[f32], scale: f32) {
     for ((o, &p), &g) in o.iter_mut().zip(p).zip(g) {
         *o = p * g;
     }

@@ -11,6 +11,7 @@
 //! `modeling_qwen2/3.py`, `modeling_gemma3.py`; llama.cpp `src/models/*.cpp`.
 
 pub mod adapted;
+pub mod attend;
 pub mod block;
 pub mod checkpoint;
 pub mod composed;

@@ -1,0 +1,272 @@
+//! Grouped-query attention as one op on the CPU: `softmax(scale · q · kᵀ + mask) · v` and its
+//! backward, with the probabilities kept inside the op between the two.
+//!
+//! Owns: the op over `q (b, h, t, d)`, `k`, `v (b, kv, t, d)`: per kv head, its `h / kv` query
+//! heads (adjacent in `q`) as one `(h/kv · t, d)` matrix, so each product is one gemm and no
+//! k/v copy is made. Does not: build masks (see `layers::attention_mask`) or run on a GPU (the
+//! composed form in `layers::attention` does).
+//!
+//! Why: composed, attention added eight graph nodes (the k transpose copy, the v copy, three
+//! reshapes, the softmax, two products); the backward zero-fills and sums a gradient for each,
+//! several of them `(heads, t, t)`, the largest tensors of a block.
+
+use std::sync::Mutex;
+
+use candle_core::{CpuStorage, CustomOp3, Layout, Result, Shape, Tensor};
+
+use super::fastmath::wide;
+use super::fused::{softmax_grad_row, softmax_in_place, with_f32};
+use super::qlinear::contiguous_f32;
+use super::qweight::gemm_f32;
+
+/// `q (b, h, t, d)`, `k`, `v (b, kv, t, d)` contiguous f32 on the CPU, `mask (b, 1, t, t)`.
+pub(crate) fn attention(
+    q: &Tensor,
+    k: &Tensor,
+    v: &Tensor,
+    mask: &Tensor,
+    scale: f64,
+) -> Result<Tensor> {
+    let (b, _, t, _) = q.dims4()?;
+    if mask.dims() != [b, 1, t, t] {
+        candle_core::bail!("attention: q {:?} with a mask {:?}", q.dims(), mask.dims())
+    }
+    let mask = mask.contiguous()?;
+    let mask = with_f32(&mask, |m| Ok(m.to_vec()))?;
+    q.contiguous()?.apply_op3(
+        &k.contiguous()?,
+        &v.contiguous()?,
+        Attend {
+            mask,
+            scale: scale as f32,
+            probs: Mutex::new(None),
+        },
+    )
+}
+
+struct Attend {
+    /// `(b, t, t)`: 0 or -inf.
+    mask: Vec<f32>,
+    scale: f32,
+    /// `(b, h, t, t)` probabilities of the last forward, for the backward.
+    probs: Mutex<Option<Vec<f32>>>,
+}
+
+/// `dst (m, n) [+]= lhs (m, k) · rhs (k, n)`; each operand as (data, row stride, column stride).
+#[allow(clippy::too_many_arguments)]
+fn gemm(
+    (m, n, k): (usize, usize, usize),
+    dst: &mut [f32],
+    add: bool,
+    lhs: (&[f32], usize, usize),
+    rhs: (&[f32], usize, usize),
+) {
+    let end = |(d, rs, cs): (&[f32], usize, usize), rows: usize, cols: usize| {
+        assert!(rows * cols == 0 || d.len() > (rows - 1) * rs + (cols - 1) * cs);
+    };
+    assert!(dst.len() >= m * n);
+    end(lhs, m, k);
+    end(rhs, k, n);
+    // Safety: the asserts bound every strided read and the row-major write.
+    unsafe {
+        gemm_f32(
+            m,
+            n,
+            k,
+            dst.as_mut_ptr(),
+            1,
+            n as isize,
+            add,
+            lhs.0.as_ptr(),
+            lhs.2 as isize,
+            lhs.1 as isize,
+            rhs.0.as_ptr(),
+            rhs.2 as isize,
+            rhs.1 as isize,
+        );
+    }
+}
+
+/// Geometry of one call.
+#[derive(Clone, Copy)]
+struct Dims {
+    b: usize,
+    kv: usize,
+    /// query heads per kv head
+    rep: usize,
+    t: usize,
+    d: usize,
+}
+
+impl Dims {
+    fn of(q: &Shape, k: &Shape) -> Result<Self> {
+        let (b, h, t, d) = q.dims4()?;
+        let (kb, kv, kt, kd) = k.dims4()?;
+        if kb != b || kt != t || kd != d || kv == 0 || h % kv != 0 {
+            candle_core::bail!("attention: q {q:?} with k/v {k:?}")
+        }
+        Ok(Self {
+            b,
+            kv,
+            rep: h / kv,
+            t,
+            d,
+        })
+    }
+    /// Rows of one kv head's query block.
+    fn rows(&self) -> usize {
+        self.rep * self.t
+    }
+}
+
+impl CustomOp3 for Attend {
+    fn name(&self) -> &'static str {
+        "fused-attention"
+    }
+
+    fn cpu_fwd(
+        &self,
+        s1: &CpuStorage,
+        l1: &Layout,
+        s2: &CpuStorage,
+        l2: &Layout,
+        s3: &CpuStorage,
+        l3: &Layout,
+    ) -> Result<(CpuStorage, Shape)> {
+        let (q, k, v) = (
+            contiguous_f32(s1, l1)?,
+            contiguous_f32(s2, l2)?,
+            contiguous_f32(s3, l3)?,
+        );
+        let g = Dims::of(l1.shape(), l2.shape())?;
+        let (rows, t, d) = (g.rows(), g.t, g.d);
+        let mut probs = vec![0f32; g.b * g.kv * rows * t];
+        let mut out = vec![0f32; q.len()];
+        for bi in 0..g.b {
+            let mask = &self.mask[bi * t * t..(bi + 1) * t * t];
+            for h in 0..g.kv {
+                let blk = bi * g.kv + h;
+                let qb = &q[blk * rows * d..(blk + 1) * rows * d];
+                let kb = &k[blk * t * d..(blk + 1) * t * d];
+                let vb = &v[blk * t * d..(blk + 1) * t * d];
+                let pb = &mut probs[blk * rows * t..(blk + 1) * rows * t];
+                // scores (rows, t) = q_blk · k_blkᵀ
+                gemm((rows, t, d), pb, false, (qb, d, 1), (kb, 1, d));
+                wide(
+                    #[inline(always)]
+                    || {
+                        for (r, row) in pb.chunks_mut(t).enumerate() {
+                            let i = r % t;
+                            let mr = &mask[i * t..(i + 1) * t];
+                            softmax_row_in_place(row, mr, self.scale);
+                        }
+                    },
+                );
+                // out (rows, d) = p · v_blk
+                let ob = &mut out[blk * rows * d..(blk + 1) * rows * d];
+                gemm((rows, d, t), ob, false, (pb, t, 1), (vb, d, 1));
+            }
+        }
+        *self
+            .probs
+            .lock()
+            .map_err(|_| candle_core::Error::Msg("attention: poisoned".into()))? = Some(probs);
+        Ok((CpuStorage::F32(out), l1.shape().clone()))
+    }
+
+    fn bwd(
+        &self,
+        q: &Tensor,
+        k: &Tensor,
+        v: &Tensor,
+        _res: &Tensor,
+        grad: &Tensor,
+    ) -> Result<(Option<Tensor>, Option<Tensor>, Option<Tensor>)> {
+        let g = Dims::of(q.shape(), k.shape())?;
+        let (rows, t, d) = (g.rows(), g.t, g.d);
+        let probs = self
+            .probs
+            .lock()
+            .map_err(|_| candle_core::Error::Msg("attention: poisoned".into()))?
+            .take()
+            .ok_or_else(|| candle_core::Error::Msg("attention: backward before forward".into()))?;
+        let (mut dq, mut dk, mut dv) = (
+            vec![0f32; q.elem_count()],
+            vec![0f32; k.elem_count()],
+            vec![0f32; v.elem_count()],
+        );
+        let mut dp = vec![0f32; rows * t];
+        let mut ds = vec![0f32; rows * t];
+        with_f32(q, |q| {
+            with_f32(k, |k| {
+                with_f32(v, |v| {
+                    with_f32(grad, |go| {
+                        for blk in 0..g.b * g.kv {
+                            let qs = blk * rows * d..(blk + 1) * rows * d;
+                            let ks = blk * t * d..(blk + 1) * t * d;
+                            let pb = &probs[blk * rows * t..(blk + 1) * rows * t];
+                            let gob = &go[qs.clone()];
+                            // dv (t, d) = pᵀ · do
+                            gemm(
+                                (t, d, rows),
+                                &mut dv[ks.clone()],
+                                false,
+                                (pb, 1, t),
+                                (gob, d, 1),
+                            );
+                            // dp (rows, t) = do · vᵀ
+                            gemm(
+                                (rows, t, d),
+                                &mut dp,
+                                false,
+                                (gob, d, 1),
+                                (&v[ks.clone()], 1, d),
+                            );
+                            // ds = scale · p · (dp - Σ dp·p)
+                            wide(
+                                #[inline(always)]
+                                || {
+                                    let it = ds.chunks_mut(t).zip(pb.chunks(t));
+                                    for ((o, pr), gr) in it.zip(dp.chunks(t)) {
+                                        softmax_grad_row(o, pr, gr, self.scale);
+                                    }
+                                },
+                            );
+                            // dq (rows, d) = ds · k ; dk (t, d) = dsᵀ · q
+                            gemm(
+                                (rows, d, t),
+                                &mut dq[qs.clone()],
+                                false,
+                                (&ds, t, 1),
+                                (&k[ks.clone()], d, 1),
+                            );
+                            gemm(
+                                (t, d, rows),
+                                &mut dk[ks],
+                                false,
+                                (&ds, 1, t),
+                                (&q[qs], d, 1),
+                            );
+                        }
+                        Ok(())
+                    })
+                })
+            })
+        })?;
+        let dev = q.device();
+        Ok((
+            Some(Tensor::from_vec(dq, q.shape(), dev)?),
+            Some(Tensor::from_vec(dk, k.shape(), dev)?),
+            Some(Tensor::from_vec(dv, v.shape(), dev)?),
+        ))
+    }
+}
+
+/// `row = softmax(scale · row + mask)` in place.
+#[inline(always)]
+fn softmax_row_in_place(row: &mut [f32], mask: &[f32], scale: f32) {
+    for (p, &m) in row.iter_mut().zip(mask) {
+        *p = scale * *p + m;
+    }
+    softmax_in_place(row);
+}
