@@ -13,9 +13,11 @@
 //! as fresh variables, with the same dropout masks (drawn from the micro-batch seed), and returns
 //! the vector-Jacobian products of `x` and of the flat LoRA tensor.
 //!
-//! The first run keeps the outputs of the MLP's gate and up linears (`block::KEPT`); the second
-//! run takes them back through [`reuse`] instead of multiplying again, which saves half of the
-//! recompute's matmul work for two `(tokens, ffn)` tensors per layer.
+//! The first run keeps the outputs of the o, gate, up and down linears (`block::KEPT`); the
+//! second run takes them back (through [`reuse`], or the fused adapted-linear op with the kept
+//! product as its value) instead of multiplying again: the recompute multiplies only q, k and v.
+//! Measured on SmolLM2 (256 tokens, 2 pairs): gate/up kept 655 MiB / ~5.6 s per DPO step; all
+//! four 710 MiB / ~5.1 s.
 
 use std::cell::RefCell;
 use std::sync::Mutex;
