@@ -2,7 +2,7 @@
 //! flag), so its peak RSS is its own: the kernel's high-water mark `VmHWM` of this process.
 //!
 //! Every mode trains the same LoRA (rank 8, alpha 16, the 7 projections, dropout 0) with the same
-//! AdamW update as `dpo-lora run` ([`train::step`], [`optim::apply`]), 2 pairs per step, the
+//! AdamW update as `dpo-lora run` ([`train::step_backward`], [`optim::apply`]), 2 pairs per step, the
 //! pairs of the workload file in order. A step is timed from the policy forward to the end of the
 //! optimizer update; warm-up steps are not timed.
 

@@ -12,7 +12,8 @@
 //! padding) / median step time; GFLOP/s from [`flops`]' count, the same way.
 //!
 //! Owns: the modes, the orchestration and the report. Does not: train differently from `dpo-lora
-//! run` (every mode calls [`crate::train::step`] / [`crate::train::optim::apply`]).
+//! run` (every mode calls [`crate::train::step_backward`] (policy-only: its `pairwise` parts) /
+//! [`crate::train::optim::apply`]).
 
 pub mod flops;
 pub mod measure;

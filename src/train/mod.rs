@@ -2,8 +2,9 @@
 //!
 //! ```text
 //! prepare: recipe -> model + tokenizer -> pairs (truncated, split) -> adapters -> reference
-//! step:    for each micro-batch: policy forward (adapters on, graph) + reference (no graph)
-//!          -> loss / grad_accum -> backward -> accumulate; clip; AdamW; log; eval; checkpoint
+//! step:    for each micro-batch, a pair per core (`pairwise`): reference (no graph), policy
+//!          forward (adapters on, graph) -> loss / grad_accum -> each pair's backward
+//!          -> accumulate; clip; AdamW; log; eval; checkpoint
 //! finish:  final eval, adapter/ (PEFT), plot.png
 //! ```
 //! One loaded model serves as both policy and reference: the reference is the same forward with
