@@ -15,7 +15,7 @@ use candle_core::{CpuStorage, CustomOp3, DType, Layout, Result, Shape, Tensor};
 use super::fused::with_f32;
 use super::lora::Branch;
 use super::qlinear::{contiguous_f32, QLinear};
-use super::qweight::gemm_f32;
+use super::qweight::{product, rm, tr};
 
 /// `lin(x) + branch(x)` (`lin(x)` alone for no branch), in `x`'s type: one op where it can be.
 /// `base`, when given, is `lin(x)` from an earlier forward of the same `x` (a checkpointed
@@ -93,64 +93,6 @@ struct Adapted {
     lin: QLinear,
     scale: f32,
     base: Option<Tensor>,
-}
-
-/// `dst (m, n) [+]= lhs · rhs` with `lhs` `(m, k)` and `rhs` `(k, n)` read through (row, column)
-/// strides, so a transpose is a swap of strides.
-struct Mat<'a> {
-    data: &'a [f32],
-    rs: usize,
-    cs: usize,
-}
-
-fn product(dst: &mut [f32], (m, n, k): (usize, usize, usize), lhs: Mat, rhs: Mat, add: bool) {
-    let last =
-        |rows: usize, cols: usize, mt: &Mat| (rows.max(1) - 1) * mt.rs + (cols.max(1) - 1) * mt.cs;
-    assert!(dst.len() >= m * n, "product: destination too small");
-    assert!(
-        lhs.data.len() > last(m, k, &lhs) || m * k == 0,
-        "product: lhs too small"
-    );
-    assert!(
-        rhs.data.len() > last(k, n, &rhs) || k * n == 0,
-        "product: rhs too small"
-    );
-    // Safety: the asserts above bound every strided read and the row-major write.
-    unsafe {
-        gemm_f32(
-            m,
-            n,
-            k,
-            dst.as_mut_ptr(),
-            1,
-            n as isize,
-            add,
-            lhs.data.as_ptr(),
-            lhs.cs as isize,
-            lhs.rs as isize,
-            rhs.data.as_ptr(),
-            rhs.cs as isize,
-            rhs.rs as isize,
-        );
-    }
-}
-
-/// Row-major `(rows, cols)`.
-fn rm(data: &[f32], cols: usize) -> Mat<'_> {
-    Mat {
-        data,
-        rs: cols,
-        cs: 1,
-    }
-}
-
-/// The transpose of row-major `(rows, cols)`, as `(cols, rows)`.
-fn tr(data: &[f32], cols: usize) -> Mat<'_> {
-    Mat {
-        data,
-        rs: 1,
-        cs: cols,
-    }
 }
 
 impl Adapted {

@@ -17,7 +17,7 @@ use candle_core::{CpuStorage, CustomOp3, Layout, Result, Shape, Tensor};
 use super::fastmath::wide;
 use super::fused::{softmax_grad_row, softmax_in_place, with_f32};
 use super::qlinear::contiguous_f32;
-use super::qweight::gemm_f32;
+use super::qweight::{product, rm, tr};
 
 /// `q (b, h, t, d)`, `k`, `v (b, kv, t, d)` contiguous f32 on the CPU, `mask (b, 1, t, t)`.
 pub(crate) fn attention(
@@ -50,41 +50,6 @@ struct Attend {
     scale: f32,
     /// `(b, h, t, t)` probabilities of the last forward, for the backward.
     probs: Mutex<Option<Vec<f32>>>,
-}
-
-/// `dst (m, n) [+]= lhs (m, k) · rhs (k, n)`; each operand as (data, row stride, column stride).
-#[allow(clippy::too_many_arguments)]
-fn gemm(
-    (m, n, k): (usize, usize, usize),
-    dst: &mut [f32],
-    add: bool,
-    lhs: (&[f32], usize, usize),
-    rhs: (&[f32], usize, usize),
-) {
-    let end = |(d, rs, cs): (&[f32], usize, usize), rows: usize, cols: usize| {
-        assert!(rows * cols == 0 || d.len() > (rows - 1) * rs + (cols - 1) * cs);
-    };
-    assert!(dst.len() >= m * n);
-    end(lhs, m, k);
-    end(rhs, k, n);
-    // Safety: the asserts bound every strided read and the row-major write.
-    unsafe {
-        gemm_f32(
-            m,
-            n,
-            k,
-            dst.as_mut_ptr(),
-            1,
-            n as isize,
-            add,
-            lhs.0.as_ptr(),
-            lhs.2 as isize,
-            lhs.1 as isize,
-            rhs.0.as_ptr(),
-            rhs.2 as isize,
-            rhs.1 as isize,
-        );
-    }
 }
 
 /// Geometry of one call.
@@ -151,7 +116,7 @@ impl CustomOp3 for Attend {
                 let vb = &v[blk * t * d..(blk + 1) * t * d];
                 let pb = &mut probs[blk * rows * t..(blk + 1) * rows * t];
                 // scores (rows, t) = q_blk · k_blkᵀ
-                gemm((rows, t, d), pb, false, (qb, d, 1), (kb, 1, d));
+                product(pb, (rows, t, d), rm(qb, d), tr(kb, d), false);
                 wide(
                     #[inline(always)]
                     || {
@@ -164,7 +129,7 @@ impl CustomOp3 for Attend {
                 );
                 // out (rows, d) = p · v_blk
                 let ob = &mut out[blk * rows * d..(blk + 1) * rows * d];
-                gemm((rows, d, t), ob, false, (pb, t, 1), (vb, d, 1));
+                product(ob, (rows, d, t), rm(pb, t), rm(vb, d), false);
             }
         }
         *self
@@ -207,20 +172,20 @@ impl CustomOp3 for Attend {
                             let pb = &probs[blk * rows * t..(blk + 1) * rows * t];
                             let gob = &go[qs.clone()];
                             // dv (t, d) = pᵀ · do
-                            gemm(
-                                (t, d, rows),
+                            product(
                                 &mut dv[ks.clone()],
+                                (t, d, rows),
+                                tr(pb, t),
+                                rm(gob, d),
                                 false,
-                                (pb, 1, t),
-                                (gob, d, 1),
                             );
                             // dp (rows, t) = do · vᵀ
-                            gemm(
-                                (rows, t, d),
+                            product(
                                 &mut dp,
+                                (rows, t, d),
+                                rm(gob, d),
+                                tr(&v[ks.clone()], d),
                                 false,
-                                (gob, d, 1),
-                                (&v[ks.clone()], 1, d),
                             );
                             // ds = scale · p · (dp - Σ dp·p)
                             wide(
@@ -233,20 +198,15 @@ impl CustomOp3 for Attend {
                                 },
                             );
                             // dq (rows, d) = ds · k ; dk (t, d) = dsᵀ · q
-                            gemm(
-                                (rows, d, t),
+                            let kb = &k[ks.clone()];
+                            product(
                                 &mut dq[qs.clone()],
+                                (rows, d, t),
+                                rm(&ds, t),
+                                rm(kb, d),
                                 false,
-                                (&ds, t, 1),
-                                (&k[ks.clone()], d, 1),
                             );
-                            gemm(
-                                (t, d, rows),
-                                &mut dk[ks],
-                                false,
-                                (&ds, 1, t),
-                                (&q[qs], d, 1),
-                            );
+                            product(&mut dk[ks], (t, d, rows), tr(&ds, t), rm(&q[qs], d), false);
                         }
                         Ok(())
                     })

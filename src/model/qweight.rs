@@ -300,6 +300,70 @@ pub(crate) unsafe fn gemm_f32(
     )
 }
 
+/// `dst (m, n) [+]= lhs · rhs` with `lhs` `(m, k)` and `rhs` `(k, n)` read through (row, column)
+/// strides, so a transpose is a swap of strides.
+pub(crate) struct Mat<'a> {
+    pub data: &'a [f32],
+    pub rs: usize,
+    pub cs: usize,
+}
+
+pub(crate) fn product(
+    dst: &mut [f32],
+    (m, n, k): (usize, usize, usize),
+    lhs: Mat,
+    rhs: Mat,
+    add: bool,
+) {
+    let last =
+        |rows: usize, cols: usize, mt: &Mat| (rows.max(1) - 1) * mt.rs + (cols.max(1) - 1) * mt.cs;
+    assert!(dst.len() >= m * n, "product: destination too small");
+    assert!(
+        lhs.data.len() > last(m, k, &lhs) || m * k == 0,
+        "product: lhs too small"
+    );
+    assert!(
+        rhs.data.len() > last(k, n, &rhs) || k * n == 0,
+        "product: rhs too small"
+    );
+    // Safety: the asserts above bound every strided read and the row-major write.
+    unsafe {
+        gemm_f32(
+            m,
+            n,
+            k,
+            dst.as_mut_ptr(),
+            1,
+            n as isize,
+            add,
+            lhs.data.as_ptr(),
+            lhs.cs as isize,
+            lhs.rs as isize,
+            rhs.data.as_ptr(),
+            rhs.cs as isize,
+            rhs.rs as isize,
+        );
+    }
+}
+
+/// Row-major `(rows, cols)`.
+pub(crate) fn rm(data: &[f32], cols: usize) -> Mat<'_> {
+    Mat {
+        data,
+        rs: cols,
+        cs: 1,
+    }
+}
+
+/// The transpose of row-major `(rows, cols)`, as `(cols, rows)`.
+pub(crate) fn tr(data: &[f32], cols: usize) -> Mat<'_> {
+    Mat {
+        data,
+        rs: 1,
+        cs: cols,
+    }
+}
+
 fn to_f32(dtype: GgmlDType, bytes: &[u8], out: &mut [f32]) -> Result<()> {
     use GgmlDType::*;
     match dtype {
