@@ -14,7 +14,7 @@ use candle_core::{CpuStorage, CustomOp3, DType, Layout, Result, Shape, Tensor};
 
 use super::fused::with_f32;
 use super::lora::Branch;
-use super::qlinear::{contiguous_f32, QLinear};
+use super::qlinear::{contiguous_f32x3, QLinear};
 use super::qweight::{product, rm, tr};
 
 /// `lin(x) + branch(x)` (`lin(x)` alone for no branch), in `x`'s type: one op where it can be.
@@ -119,11 +119,7 @@ impl CustomOp3 for Adapted {
         s3: &CpuStorage,
         l3: &Layout,
     ) -> Result<(CpuStorage, Shape)> {
-        let (x, a, b) = (
-            contiguous_f32(s1, l1)?,
-            contiguous_f32(s2, l2)?,
-            contiguous_f32(s3, l3)?,
-        );
+        let (x, a, b) = contiguous_f32x3((s1, l1), (s2, l2), (s3, l3))?;
         let (n, in_f) = l1.shape().dims2()?;
         let (r, out_f) = (l2.shape().dims2()?.0, self.lin.out_features());
         let mut y = match &self.base {

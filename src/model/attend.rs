@@ -16,7 +16,7 @@ use candle_core::{CpuStorage, CustomOp3, Layout, Result, Shape, Tensor};
 
 use super::fastmath::wide;
 use super::fused::{softmax_grad_row, softmax_in_place, with_f32};
-use super::qlinear::contiguous_f32;
+use super::qlinear::contiguous_f32x3;
 use super::qweight::{product, rm, tr};
 
 /// `q (b, h, t, d)`, `k`, `v (b, kv, t, d)` contiguous f32 on the CPU, `mask (b, 1, t, t)`.
@@ -98,11 +98,7 @@ impl CustomOp3 for Attend {
         s3: &CpuStorage,
         l3: &Layout,
     ) -> Result<(CpuStorage, Shape)> {
-        let (q, k, v) = (
-            contiguous_f32(s1, l1)?,
-            contiguous_f32(s2, l2)?,
-            contiguous_f32(s3, l3)?,
-        );
+        let (q, k, v) = contiguous_f32x3((s1, l1), (s2, l2), (s3, l3))?;
         let g = Dims::of(l1.shape(), l2.shape())?;
         let (rows, t, d) = (g.rows(), g.t, g.d);
         let mut probs = vec![0f32; g.b * g.kv * rows * t];

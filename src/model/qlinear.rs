@@ -148,6 +148,19 @@ impl CustomOp1 for QMatMulOp {
     }
 }
 
+/// The f32 values of the three contiguous arguments of a `CustomOp3`.
+pub(crate) fn contiguous_f32x3<'a>(
+    (s1, l1): (&'a CpuStorage, &Layout),
+    (s2, l2): (&'a CpuStorage, &Layout),
+    (s3, l3): (&'a CpuStorage, &Layout),
+) -> Result<(&'a [f32], &'a [f32], &'a [f32])> {
+    Ok((
+        contiguous_f32(s1, l1)?,
+        contiguous_f32(s2, l2)?,
+        contiguous_f32(s3, l3)?,
+    ))
+}
+
 /// The f32 values of a contiguous CPU storage (the op is only applied to contiguous inputs).
 pub(crate) fn contiguous_f32<'a>(storage: &'a CpuStorage, layout: &Layout) -> Result<&'a [f32]> {
     let CpuStorage::F32(data) = storage else {
