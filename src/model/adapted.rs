@@ -60,12 +60,9 @@ pub(crate) fn forward(
             br.b.dims()
         )
     }
-    // A kept output holds the bias; the op's value gets it added below, so take it out here.
-    let base = match (base, lin.bias()) {
-        (Some(y), Some(b)) => Some(y.broadcast_sub(b)?.reshape((n, out_f))?),
-        (Some(y), None) => Some(y.reshape((n, out_f))?),
-        (None, _) => None,
-    };
+    let base_given = base.is_some();
+    // A kept output is `lin(x)`, bias included: the op starts from it and adds no bias.
+    let base = base.map(|y| y.reshape((n, out_f))).transpose()?;
     if base.as_ref().is_some_and(|y| y.dtype() != DType::F32) {
         candle_core::bail!("adapted linear: kept output is not f32")
     }
@@ -81,14 +78,14 @@ pub(crate) fn forward(
     let mut out_dims = dims;
     *out_dims.last_mut().unwrap() = out_f;
     let y = y.reshape(out_dims)?;
-    match lin.bias() {
-        Some(b) => y.broadcast_add(b),
-        None => Ok(y),
+    match (lin.bias(), &base_given) {
+        (Some(b), false) => y.broadcast_add(b),
+        _ => Ok(y),
     }
 }
 
 /// Args `x (n, in)`, `A (r, in)`, `B (out, r)`; value `x · Wᵀ + scale · (x · Aᵀ) · Bᵀ`, where
-/// `x · Wᵀ` is `base` when given (bias excluded).
+/// `x · Wᵀ` is `base` when given (which then carries the bias too).
 struct Adapted {
     lin: QLinear,
     scale: f32,

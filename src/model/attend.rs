@@ -32,7 +32,6 @@ pub(crate) fn attention(
         candle_core::bail!("attention: q {:?} with a mask {:?}", q.dims(), mask.dims())
     }
     let mask = mask.contiguous()?;
-    let mask = with_f32(&mask, |m| Ok(m.to_vec()))?;
     q.contiguous()?.apply_op3(
         &k.contiguous()?,
         &v.contiguous()?,
@@ -45,8 +44,8 @@ pub(crate) fn attention(
 }
 
 struct Attend {
-    /// `(b, t, t)`: 0 or -inf.
-    mask: Vec<f32>,
+    /// `(b, 1, t, t)` contiguous: 0 or -inf (shared with every layer; read, not copied).
+    mask: Tensor,
     scale: f32,
     /// `(b, h, t, t)` probabilities of the last forward, for the backward.
     probs: Mutex<Option<Vec<f32>>>,
@@ -103,31 +102,34 @@ impl CustomOp3 for Attend {
         let (rows, t, d) = (g.rows(), g.t, g.d);
         let mut probs = vec![0f32; g.b * g.kv * rows * t];
         let mut out = vec![0f32; q.len()];
-        for bi in 0..g.b {
-            let mask = &self.mask[bi * t * t..(bi + 1) * t * t];
-            for h in 0..g.kv {
-                let blk = bi * g.kv + h;
-                let qb = &q[blk * rows * d..(blk + 1) * rows * d];
-                let kb = &k[blk * t * d..(blk + 1) * t * d];
-                let vb = &v[blk * t * d..(blk + 1) * t * d];
-                let pb = &mut probs[blk * rows * t..(blk + 1) * rows * t];
-                // scores (rows, t) = q_blk · k_blkᵀ
-                product(pb, (rows, t, d), rm(qb, d), tr(kb, d), false);
-                wide(
-                    #[inline(always)]
-                    || {
-                        for (r, row) in pb.chunks_mut(t).enumerate() {
-                            let i = r % t;
-                            let mr = &mask[i * t..(i + 1) * t];
-                            softmax_row_in_place(row, mr, self.scale);
-                        }
-                    },
-                );
-                // out (rows, d) = p · v_blk
-                let ob = &mut out[blk * rows * d..(blk + 1) * rows * d];
-                product(ob, (rows, d, t), rm(pb, t), rm(vb, d), false);
+        with_f32(&self.mask, |masks| {
+            for bi in 0..g.b {
+                let mask = &masks[bi * t * t..(bi + 1) * t * t];
+                for h in 0..g.kv {
+                    let blk = bi * g.kv + h;
+                    let qb = &q[blk * rows * d..(blk + 1) * rows * d];
+                    let kb = &k[blk * t * d..(blk + 1) * t * d];
+                    let vb = &v[blk * t * d..(blk + 1) * t * d];
+                    let pb = &mut probs[blk * rows * t..(blk + 1) * rows * t];
+                    // scores (rows, t) = q_blk · k_blkᵀ
+                    product(pb, (rows, t, d), rm(qb, d), tr(kb, d), false);
+                    wide(
+                        #[inline(always)]
+                        || {
+                            for (r, row) in pb.chunks_mut(t).enumerate() {
+                                let i = r % t;
+                                let mr = &mask[i * t..(i + 1) * t];
+                                softmax_row_in_place(row, mr, self.scale);
+                            }
+                        },
+                    );
+                    // out (rows, d) = p · v_blk
+                    let ob = &mut out[blk * rows * d..(blk + 1) * rows * d];
+                    product(ob, (rows, d, t), rm(pb, t), rm(vb, d), false);
+                }
             }
-        }
+            Ok(())
+        })?;
         *self
             .probs
             .lock()
