@@ -17,7 +17,7 @@ mkdir -p "$OUT"
 "$VENV/bin/python" scripts/export_check.py \
   --dpo-lora target/debug/dpo-lora \
   --models "$MODELS" \
-  --fixtures ../shared/fixtures \
+  --fixtures tests/fixtures \
   --work "$OUT/work" \
   --report "$OUT/report.md"
 rm -rf "$OUT/work"

@@ -3,4 +3,5 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/fetch-models.sh >/dev/null
-cargo test --all-targets "$@"
+# --no-fail-fast: every test file runs and reports, not only those before the first failure.
+cargo test --all-targets --no-fail-fast "$@"

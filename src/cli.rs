@@ -156,7 +156,7 @@ pub struct RunArgs {
     /// Continue from the latest checkpoint in output.dir.
     #[arg(long)]
     pub resume: bool,
-    /// No progress bar.
+    /// No progress bar, and no echo of the resolved recipe (it is saved as recipe.yaml).
     #[arg(long)]
     pub quiet: bool,
     /// Overrides the recipe's `device`: auto, cpu, cuda, cuda:N or metal.

@@ -6,26 +6,13 @@ mod common;
 
 use std::path::Path;
 
-use common::{assert_user_error, bin};
-
-fn synth(dir: &Path) -> std::path::PathBuf {
-    let model = dir.join("tiny.gguf");
-    let o = bin()
-        .args(["synth", "--arch", "llama", "--out", model.to_str().unwrap()])
-        .output()
-        .unwrap();
-    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
-    model
-}
-
-fn one_line_error(o: &std::process::Output, needle: &str) {
-    assert_user_error(o, &[needle]);
-}
+use common::{assert_user_error, bin, synth_model};
+use dpo_lora::synth::SynthArch;
 
 #[test]
 fn every_mode_reports_positive_numbers_and_the_files_exist() {
     let dir = tempfile::tempdir().unwrap();
-    let model = synth(dir.path());
+    let model = synth_model(dir.path(), SynthArch::Llama);
     let out = dir.path().join("bench");
     let o = bin()
         .args(["bench", "--model", model.to_str().unwrap()])
@@ -94,24 +81,24 @@ fn every_mode_reports_positive_numbers_and_the_files_exist() {
 #[test]
 fn an_unknown_mode_or_a_missing_model_is_a_one_line_error() {
     let dir = tempfile::tempdir().unwrap();
-    let model = synth(dir.path());
+    let model = synth_model(dir.path(), SynthArch::Llama);
     let o = bin()
         .args(["bench", "--model", model.to_str().unwrap()])
         .args(["--modes", "dpo,simpo", "--quiet"])
         .output()
         .unwrap();
-    one_line_error(&o, "--modes: unknown value `dpo`");
+    assert_user_error(&o, &["--modes: unknown value `dpo`"]);
     let o = bin()
         .args(["bench", "--model", model.to_str().unwrap()])
         .args(["--workloads", "medium", "--quiet"])
         .output()
         .unwrap();
-    one_line_error(&o, "--workloads: unknown value `medium`");
+    assert_user_error(&o, &["--workloads: unknown value `medium`"]);
     let missing = dir.path().join("nope.gguf");
     let o = bin()
         .args(["bench", "--model", missing.to_str().unwrap(), "--quiet"])
         .output()
         .unwrap();
-    one_line_error(&o, "nope.gguf");
+    assert_user_error(&o, &["nope.gguf"]);
     assert!(!Path::new("runs/bench/nope").exists());
 }

@@ -3,22 +3,12 @@
 
 mod common;
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use candle_core::quantized::gguf_file::{self, Value};
 use candle_core::Device;
 
-use common::{assert_user_error, bin, run, stderr};
-
-fn tiny(arch: &str) -> PathBuf {
-    common::fixtures().join(format!("tiny/{arch}/tiny-{arch}-f32.gguf"))
-}
-
-fn write(dir: &Path, name: &str, text: &str) -> PathBuf {
-    let p = dir.join(name);
-    std::fs::write(&p, text).unwrap();
-    p
-}
+use common::{assert_user_error, bin, run, stderr, tiny_gguf, write};
 
 /// Rewrite a GGUF with one metadata value replaced.
 fn with_metadata(src: &Path, dst: &Path, key: &str, value: Value) {
@@ -113,7 +103,7 @@ fn score_tiny_models_end_to_end() {
     for arch in ["llama", "qwen2", "qwen3"] {
         let dir = common::fixtures().join("tiny").join(arch);
         check_score(
-            &tiny(arch),
+            &tiny_gguf(arch),
             &dir.join("logprobs.json"),
             &common::fixtures().join("records.jsonl"),
         );
@@ -175,7 +165,7 @@ fn tokenize_prints_ids_and_pieces() {
     let o = run(&[
         "tokenize",
         "--model",
-        tiny("qwen2").to_str().unwrap(),
+        tiny_gguf("qwen2").to_str().unwrap(),
         "<|im_start|>hi",
     ]);
     assert!(o.status.success(), "{}", stderr(&o));
@@ -185,7 +175,7 @@ fn tokenize_prints_ids_and_pieces() {
     let o = run(&[
         "tokenize",
         "--model",
-        tiny("qwen2").to_str().unwrap(),
+        tiny_gguf("qwen2").to_str().unwrap(),
         "--no-parse-special",
         "<|im_start|>hi",
     ]);
@@ -202,7 +192,7 @@ fn missing_model_file() {
 #[test]
 fn truncated_gguf() {
     let dir = tempfile::tempdir().unwrap();
-    let bytes = std::fs::read(tiny("llama")).unwrap();
+    let bytes = std::fs::read(tiny_gguf("llama")).unwrap();
     for (name, cut) in [("header.gguf", 100), ("tensors.gguf", bytes.len() / 2)] {
         let p = dir.path().join(name);
         std::fs::write(&p, &bytes[..cut]).unwrap();
@@ -233,7 +223,7 @@ fn unknown_architecture() {
     let dir = tempfile::tempdir().unwrap();
     let p = dir.path().join("mamba.gguf");
     with_metadata(
-        &tiny("llama"),
+        &tiny_gguf("llama"),
         &p,
         "general.architecture",
         Value::String("mamba".into()),
@@ -253,7 +243,7 @@ fn tensor_shape_disagrees_with_metadata() {
     let dir = tempfile::tempdir().unwrap();
     let p = dir.path().join("shape.gguf");
     with_metadata(
-        &tiny("qwen2"),
+        &tiny_gguf("qwen2"),
         &p,
         "qwen2.feed_forward_length",
         Value::U32(96),
@@ -270,7 +260,7 @@ fn unsupported_tensor_type() {
     let p = dir.path().join("q8_1.gguf");
     let q8_1 = candle_core::quantized::GgmlDType::Q8_1;
     rewrite(
-        &tiny("llama"),
+        &tiny_gguf("llama"),
         &p,
         "general.name",
         Value::String("q8_1".into()),
@@ -285,7 +275,7 @@ fn unsupported_tensor_type() {
 #[test]
 fn invalid_jsonl() {
     let dir = tempfile::tempdir().unwrap();
-    let model = tiny("qwen3");
+    let model = tiny_gguf("qwen3");
     let ok = r#"{"prompt": "a", "chosen": "b", "rejected": "c"}"#;
     let cases: [(&str, String, &[&str]); 6] = [
         (
@@ -354,7 +344,7 @@ fn hub_name_offline_names_the_local_alternative() {
 
 #[test]
 fn device_auto_picks_the_cpu_here_and_cuda_needs_a_cuda_build() {
-    let model = tiny("llama");
+    let model = tiny_gguf("llama");
     let data = common::fixtures().join("records.jsonl");
     let score = |extra: &[&str]| {
         let mut args = vec!["score", "-m", model.to_str().unwrap()];
@@ -392,4 +382,37 @@ fn device_auto_picks_the_cpu_here_and_cuda_needs_a_cuda_build() {
         "{}",
         stderr(&o)
     );
+}
+
+/// `dpo-lora synth` writes what the library's `SynthSpec::tiny` writes (the other tests build
+/// their tiny models through the library), and refuses an unknown architecture.
+#[test]
+fn synth_writes_the_library_model() {
+    use dpo_lora::synth::{SynthArch, SynthSpec};
+    let dir = tempfile::tempdir().unwrap();
+    for arch in [SynthArch::Llama, SynthArch::Gemma3] {
+        let cli = dir.path().join(format!("cli-{}.gguf", arch.gguf_name()));
+        let seed = SynthSpec::tiny(arch).seed.to_string();
+        let o = run(&[
+            "synth",
+            "--arch",
+            arch.gguf_name(),
+            "--seed",
+            &seed,
+            "--out",
+            cli.to_str().unwrap(),
+        ]);
+        assert!(o.status.success(), "{}", stderr(&o));
+        let lib = common::synth_model(dir.path(), arch);
+        assert!(
+            std::fs::read(&cli).unwrap() == std::fs::read(&lib).unwrap(),
+            "{arch:?}: the binary and the library wrote different files"
+        );
+    }
+    let out = dir.path().join("x.gguf");
+    assert_user_error(
+        &run(&["synth", "--arch", "mamba", "--out", out.to_str().unwrap()]),
+        &["--arch mamba", "llama, qwen2, qwen3, gemma3"],
+    );
+    assert!(!out.exists());
 }

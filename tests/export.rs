@@ -7,10 +7,9 @@ mod common;
 use std::path::{Path, PathBuf};
 
 use candle_core::{Device, Tensor};
-use common::{assert_user_error, run, stderr};
+use common::{assert_user_error, lora_on_every_target, max_abs_diff, run, score, stderr, tiny_gguf};
 use dpo_lora::gguf::GgufFile;
 use dpo_lora::model::peft::{self, BaseInfo};
-use dpo_lora::model::{Lora, LoraConfig, Target};
 use dpo_lora::rng::SplitMix64;
 use dpo_lora::session::Loaded;
 
@@ -18,21 +17,7 @@ use dpo_lora::session::Loaded;
 fn random_adapter(model: &Path, dir: &Path, rank: usize, alpha: f64, rslora: bool, b: f64) {
     let l = Loaded::open(model.to_str().unwrap()).unwrap();
     let m = &l.model;
-    let cfg = LoraConfig {
-        rank,
-        alpha,
-        dropout: 0.0,
-        targets: Target::ALL.to_vec(),
-        use_rslora: rslora,
-    };
-    let lora = Lora::init(
-        cfg,
-        m.config.n_layer,
-        |il, t| m.linear_dims(il, t),
-        3,
-        &Device::Cpu,
-    )
-    .unwrap();
+    let lora = lora_on_every_target(m, rank, alpha, rslora, 3);
     let mut rng = SplitMix64::keyed(&[11, rank as u64]);
     for x in lora.layers.values() {
         let (o, r) = x.b.as_tensor().dims2().unwrap();
@@ -45,38 +30,10 @@ fn random_adapter(model: &Path, dir: &Path, rank: usize, alpha: f64, rslora: boo
     peft::save(&lora, dir, &BaseInfo::of(m, Some(model)), Some("test")).unwrap();
 }
 
-/// `(chosen, rejected)` summed log-probs per record from `dpo-lora score`.
-fn score(model: &Path, adapter: Option<&Path>, data: &Path) -> Vec<(f64, f64)> {
-    let mut args = vec![
-        "score",
-        "-m",
-        model.to_str().unwrap(),
-        "--data",
-        data.to_str().unwrap(),
-    ];
-    if let Some(a) = adapter {
-        args.extend(["--adapter", a.to_str().unwrap()]);
-    }
-    let o = run(&args);
-    assert!(o.status.success(), "score: {}", stderr(&o));
-    String::from_utf8_lossy(&o.stdout)
-        .lines()
-        .map(|l| {
-            let v: serde_json::Value = serde_json::from_str(l).unwrap();
-            (
-                v["chosen"].as_f64().unwrap(),
-                v["rejected"].as_f64().unwrap(),
-            )
-        })
-        .collect()
-}
-
+/// The largest difference between two lists of (chosen, rejected) scores.
 fn max_diff(a: &[(f64, f64)], b: &[(f64, f64)]) -> f64 {
-    assert_eq!(a.len(), b.len());
-    a.iter()
-        .zip(b)
-        .flat_map(|(x, y)| [(x.0 - y.0).abs(), (x.1 - y.1).abs()])
-        .fold(0.0, f64::max)
+    let flat = |x: &[(f64, f64)]| x.iter().flat_map(|p| [p.0, p.1]).collect::<Vec<f64>>();
+    max_abs_diff(&flat(a), &flat(b))
 }
 
 fn export(model: &Path, adapter: &Path, format: &str, out: &Path, extra: &[&str]) -> String {
@@ -275,15 +232,11 @@ fn gemma3_exports_match_base_plus_adapter() {
     );
 }
 
-fn tiny(arch: &str) -> PathBuf {
-    common::fixtures().join(format!("tiny/{arch}/tiny-{arch}-f32.gguf"))
-}
-
 #[test]
 fn adapter_that_does_not_fit_is_refused_and_nothing_is_written() {
     let t = tempfile::tempdir().unwrap();
     let adapter = t.path().join("adapter");
-    random_adapter(&tiny("llama"), &adapter, 4, 8.0, false, 0.02);
+    random_adapter(&tiny_gguf("llama"), &adapter, 4, 8.0, false, 0.02);
     let out = t.path().join("out");
     let o = |model: &Path, adapter: &Path| {
         run(&[
@@ -299,16 +252,16 @@ fn adapter_that_does_not_fit_is_refused_and_nothing_is_written() {
         ])
     };
     // Architecture.
-    assert_user_error(&o(&tiny("qwen2"), &adapter), &["does not fit", "llama"]);
+    assert_user_error(&o(&tiny_gguf("qwen2"), &adapter), &["does not fit", "llama"]);
     assert!(!out.exists());
     // Rank: the config says 8, the tensors are rank 4.
     let cfg = adapter.join("adapter_config.json");
     let text = std::fs::read_to_string(&cfg).unwrap();
     std::fs::write(&cfg, text.replace("\"r\": 4", "\"r\": 8")).unwrap();
-    assert_user_error(&o(&tiny("llama"), &adapter), &["does not fit", "rank 8"]);
+    assert_user_error(&o(&tiny_gguf("llama"), &adapter), &["does not fit", "rank 8"]);
     // Targets: one that dpo-lora cannot adapt.
     std::fs::write(&cfg, text.replace("\"q_proj\"", "\"lm_head\"")).unwrap();
-    assert_user_error(&o(&tiny("llama"), &adapter), &["lm_head"]);
+    assert_user_error(&o(&tiny_gguf("llama"), &adapter), &["lm_head"]);
     assert!(!out.exists());
     let leftovers: Vec<_> = std::fs::read_dir(t.path())
         .unwrap()
@@ -324,7 +277,7 @@ fn adapter_that_does_not_fit_is_refused_and_nothing_is_written() {
 #[test]
 fn existing_output_is_kept_unless_forced() {
     let t = tempfile::tempdir().unwrap();
-    let model = tiny("llama");
+    let model = tiny_gguf("llama");
     let adapter = t.path().join("adapter");
     random_adapter(&model, &adapter, 4, 8.0, false, 0.02);
     let out = t.path().join("out");
@@ -369,7 +322,7 @@ fn formats_that_carry_an_adapter_need_one() {
     let o = run(&[
         "export",
         "-m",
-        tiny("llama").to_str().unwrap(),
+        tiny_gguf("llama").to_str().unwrap(),
         "--format",
         "gguf-lora",
         "--out",

@@ -1,5 +1,5 @@
 //! The tokenizer files of a merged export, written from the real models' GGUF metadata and
-//! checked from Rust against the GGUF and against llama.cpp's ids in `shared/fixtures`.
+//! checked from Rust against the GGUF and against llama.cpp's ids in `tests/fixtures`.
 //!
 //! What needs the `tokenizers` library itself (loading tokenizer.json, HF's regexes) is checked
 //! by a Python script; here the SentencePiece merges are checked by replaying HF's BPE loop
@@ -351,7 +351,7 @@ fn gemma3_merges_replayed_the_hf_way_give_llama_cpp_ids() {
 #[ignore]
 fn write_for_python() {
     let root = std::path::PathBuf::from(std::env::var("DPO_LORA_TOKDIR").expect("DPO_LORA_TOKDIR"));
-    let tiny = common::fixtures().join("tiny/qwen2/tiny-qwen2-f32.gguf");
+    let tiny = common::tiny_gguf("qwen2");
     for (name, gguf) in [
         ("smollm2", common::real_model("smollm2")),
         ("gemma3", common::real_model("gemma3")),

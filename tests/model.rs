@@ -3,11 +3,15 @@
 //! sliding window hides what it should, and a gradient reaches an adapter in every layer (the
 //! guard against candle ops that silently drop gradients).
 
+mod common;
+
 use candle_core::quantized::GgmlDType;
 use candle_core::{Device, Tensor, Var};
 use dpo_lora::gguf::GgufFile;
-use dpo_lora::model::{Adapters, Lora, LoraConfig, LoraLinear, Model, Scored, Target};
+use dpo_lora::model::{Adapters, Lora, LoraLinear, Model, Scored, Target};
 use dpo_lora::synth::{uniform_values, SynthArch, SynthSpec};
+
+use common::{all_close, lora_on_every_target, max_abs, max_abs_diff};
 
 const ARCHS: [SynthArch; 4] = [
     SynthArch::Llama,
@@ -47,25 +51,8 @@ fn lora_grads(lora: &Lora, grads: &candle_core::backprop::GradStore) -> Vec<f32>
         .collect()
 }
 
-/// `(max |a - b|, max |want|)`.
-fn max_err(want: &[f32], got: &[f32]) -> (f32, f32) {
-    assert_eq!(want.len(), got.len());
-    let worst = want
-        .iter()
-        .zip(got)
-        .fold(0f32, |m, (x, y)| m.max((x - y).abs()));
-    (worst, want.iter().fold(0f32, |m, x| m.max(x.abs())))
-}
-
 fn sc(ids: &[u32], score_from: usize) -> Scored<'_> {
     Scored { ids, score_from }
-}
-
-fn close(a: &[f32], b: &[f32], tol: f32) -> bool {
-    a.len() == b.len()
-        && a.iter()
-            .zip(b)
-            .all(|(x, y)| (x - y).abs() <= tol * (1.0 + y.abs()))
 }
 
 #[test]
@@ -111,7 +98,7 @@ fn batch_of_two_equals_two_batches_of_one() {
         let mut sep = one_a.tokens.to_vec1::<f32>().unwrap();
         sep.extend(one_b.tokens.to_vec1::<f32>().unwrap());
         assert!(
-            close(&both, &sep, 1e-5),
+            all_close(&both, &sep, 1e-5),
             "{arch:?}: batched {both:?} vs separate {sep:?}"
         );
     }
@@ -134,7 +121,7 @@ fn padding_does_not_change_real_tokens() {
         let a = h_real.flatten_all().unwrap().to_vec1::<f32>().unwrap();
         let b = h_pad.flatten_all().unwrap().to_vec1::<f32>().unwrap();
         assert!(
-            close(&a, &b, 1e-5),
+            all_close(&a, &b, 1e-5),
             "{arch:?}: padding changed real positions"
         );
     }
@@ -202,21 +189,7 @@ fn sliding_window_hides_tokens_beyond_its_reach() {
 
 /// Adapters on every target of every layer, B non-zero so A's gradient is non-zero too.
 fn full_lora(m: &Model, rank: usize) -> Lora {
-    let config = LoraConfig {
-        rank,
-        alpha: 2.0 * rank as f64,
-        dropout: 0.0,
-        targets: Target::ALL.to_vec(),
-        use_rslora: false,
-    };
-    let mut lora = Lora::init(
-        config,
-        m.config.n_layer,
-        |il, t| m.linear_dims(il, t),
-        0,
-        &Device::Cpu,
-    )
-    .unwrap();
+    let mut lora = lora_on_every_target(m, rank, 2.0 * rank as f64, false, 0);
     let dev = Device::Cpu;
     for il in 0..m.config.n_layer {
         for (ti, t) in Target::ALL.into_iter().enumerate() {
@@ -349,8 +322,8 @@ fn generic_device_path_matches_the_cpu_kernels() {
             };
             let (s1, g1) = run(&kernels);
             let (s2, g2) = run(&generic);
-            assert!(close(&s2, &s1, 1e-4), "{arch:?} {wt:?}: {s2:?} vs {s1:?}");
-            let (worst, gmax) = max_err(g1.as_slice(), &g2);
+            assert!(all_close(&s2, &s1, 1e-4), "{arch:?} {wt:?}: {s2:?} vs {s1:?}");
+            let (worst, gmax) = (max_abs_diff(&g1, &g2), max_abs(&g1));
             assert!(
                 gmax > 0.0 && worst <= 1e-3 * gmax,
                 "{arch:?} {wt:?}: gradient off by {worst} of {gmax}"
@@ -461,7 +434,7 @@ fn gradient_checkpointing_keeps_values_and_gradients() {
             m.set_checkpointing(false);
             let (s_full, g_full) = run(&m, 7);
             assert_eq!(s_ck, s_full, "{arch:?} {wt:?} generic={generic}: log-probs");
-            let (worst, gmax) = max_err(g_full.as_slice(), &g_ck);
+            let (worst, gmax) = (max_abs_diff(&g_full, &g_ck), max_abs(&g_full));
             assert!(
                 gmax > 0.0 && worst <= 1e-5 * gmax,
                 "{arch:?} {wt:?} generic={generic}: gradient off by {worst} of {gmax}"
@@ -520,10 +493,10 @@ fn packed_pairs_match_separate_sequences() {
             let (t_sep, g_sep) = run(false);
             let (t_pack, g_pack) = run(true);
             assert!(
-                close(&t_pack, &t_sep, 1e-5),
+                all_close(&t_pack, &t_sep, 1e-5),
                 "{arch:?} generic={generic}: per-token log-probs {t_pack:?} vs {t_sep:?}"
             );
-            let (worst, gmax) = max_err(g_sep.as_slice(), &g_pack);
+            let (worst, gmax) = (max_abs_diff(&g_sep, &g_pack), max_abs(&g_sep));
             assert!(
                 gmax > 0.0 && worst <= 1e-5 * gmax,
                 "{arch:?} generic={generic}: gradient off by {worst} of {gmax}"

@@ -118,3 +118,38 @@ fn gemma3_matches_transformers() {
         "hf_f32",
     );
 }
+
+/// The fixtures are the reference set as it was produced: every file `summary.json` lists is
+/// present with its recorded size and sha256 (a fixture edited to make a test pass fails here),
+/// and nothing else sits beside them but the README and `summary.json` itself.
+#[test]
+fn fixtures_are_the_reference_set_unchanged() {
+    let fx = common::fixtures();
+    let summary = common::read_json(fx.join("summary.json"));
+    let files = summary["files"].as_array().expect("summary.json: files");
+    assert!(files.len() >= 20, "summary.json lists {} files", files.len());
+    let mut listed = std::collections::BTreeSet::new();
+    for f in files {
+        let rel = f["path"].as_str().expect("path");
+        let bytes = std::fs::read(fx.join(rel)).unwrap_or_else(|e| panic!("{rel}: {e}"));
+        assert_eq!(Some(bytes.len() as u64), f["bytes"].as_u64(), "{rel}: size");
+        let sha = common::sha256_hex(&bytes);
+        assert_eq!(Some(sha.as_str()), f["sha256"].as_str(), "{rel}: sha256");
+        listed.insert(rel.to_string());
+    }
+    let mut stack = vec![fx.clone()];
+    while let Some(d) = stack.pop() {
+        for e in std::fs::read_dir(&d).unwrap() {
+            let p = e.unwrap().path();
+            if p.is_dir() {
+                stack.push(p);
+                continue;
+            }
+            let rel = p.strip_prefix(&fx).unwrap().to_string_lossy().into_owned();
+            assert!(
+                listed.contains(&rel) || rel == "README.md" || rel == "summary.json",
+                "{rel} is in tests/fixtures but not in summary.json"
+            );
+        }
+    }
+}

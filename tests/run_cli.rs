@@ -2,16 +2,13 @@
 //! and leave nothing half-written; Ctrl-C checkpoints and --resume finishes; a NaN stops the run
 //! and keeps the last good checkpoint.
 
+mod common;
+
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
-fn repo() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-}
-
-fn bin() -> Command {
-    Command::new(env!("CARGO_BIN_EXE_dpo-lora"))
-}
+use common::{assert_fails_with, assert_user_error, bin, repo, score, synth_model, tiny_run_sets};
+use dpo_lora::synth::SynthArch;
 
 struct Setup {
     dir: tempfile::TempDir,
@@ -20,12 +17,7 @@ struct Setup {
 
 fn setup() -> Setup {
     let dir = tempfile::tempdir().unwrap();
-    let model = dir.path().join("tiny.gguf");
-    let o = bin()
-        .args(["synth", "--arch", "llama", "--out", model.to_str().unwrap()])
-        .output()
-        .unwrap();
-    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let model = synth_model(dir.path(), SynthArch::Llama);
     Setup { dir, model }
 }
 
@@ -34,57 +26,29 @@ impl Setup {
         self.dir.path().join("out")
     }
 
+    /// `dpo-lora run RECIPE --quiet` on the tiny model and data, writing into `out()` unless a
+    /// `sets` entry names `output.dir`.
     fn run(&self, recipe: &Path, sets: &[String]) -> Output {
+        let mut all = tiny_run_sets(&self.model, &self.out());
+        if sets.iter().any(|s| s.starts_with("output.dir=")) {
+            all.retain(|s| !s.starts_with("output.dir="));
+        }
+        all.extend(sets.iter().cloned());
         let mut c = bin();
         c.arg("run").arg(recipe).arg("--quiet");
-        c.args(["--set", &format!("model.path={}", self.model.display())]);
-        c.args([
-            "--set",
-            &format!(
-                "data.train={}",
-                repo().join("recipes/data/tiny-train.jsonl").display()
-            ),
-        ]);
-        c.args([
-            "--set",
-            &format!(
-                "data.eval={}",
-                repo().join("recipes/data/tiny-eval.jsonl").display()
-            ),
-        ]);
-        for s in sets {
+        for s in &all {
             c.args(["--set", s]);
-        }
-        if !sets.iter().any(|s| s.starts_with("output.dir=")) {
-            c.args(["--set", &format!("output.dir={}", self.out().display())]);
         }
         c.output().unwrap()
     }
 
     fn write(&self, name: &str, text: &str) -> PathBuf {
-        let p = self.dir.path().join(name);
-        std::fs::write(&p, text).unwrap();
-        p
+        common::write(self.dir.path(), name, text)
     }
 }
 
 fn tiny_recipe() -> PathBuf {
     repo().join("recipes/tiny.yaml")
-}
-
-/// The error line (the resolved recipe is printed before it on success paths only).
-fn assert_user_error(o: &Output, needles: &[&str]) {
-    let e = String::from_utf8_lossy(&o.stderr).to_string();
-    assert_eq!(o.status.code(), Some(2), "exit code; stderr: {e}");
-    assert!(!e.contains("panicked"), "{e}");
-    let last = e
-        .lines()
-        .filter(|l| l.starts_with("error: "))
-        .collect::<Vec<_>>();
-    assert_eq!(last.len(), 1, "one error line expected: {e}");
-    for n in needles {
-        assert!(last[0].contains(n), "`{n}` not in: {}", last[0]);
-    }
 }
 
 #[test]
@@ -218,30 +182,9 @@ fn a_run_writes_the_peft_adapter_metrics_recipe_and_plot() {
     assert!(saved.contains("max_steps: 3"), "{saved}");
     // score and generate take the adapter
     let data = repo().join("recipes/data/tiny-eval.jsonl");
-    let base = bin()
-        .args([
-            "score",
-            "--model",
-            s.model.to_str().unwrap(),
-            "--data",
-            data.to_str().unwrap(),
-        ])
-        .output()
-        .unwrap();
-    let tuned = bin()
-        .args([
-            "score",
-            "--model",
-            s.model.to_str().unwrap(),
-            "--adapter",
-            out.join("adapter").to_str().unwrap(),
-            "--data",
-            data.to_str().unwrap(),
-        ])
-        .output()
-        .unwrap();
-    assert!(base.status.success() && tuned.status.success());
-    assert_ne!(base.stdout, tuned.stdout);
+    let base = score(&s.model, None, &data);
+    let tuned = score(&s.model, Some(&out.join("adapter")), &data);
+    assert_ne!(base, tuned, "the trained adapter must move the scores");
     let g = bin()
         .args([
             "generate",
@@ -291,35 +234,14 @@ fn a_run_exports_what_the_recipe_lists_and_export_reads_the_run() {
     }
     // The merged file scores as base + adapter.
     let data = repo().join("recipes/data/tiny-eval.jsonl");
-    let score = |model: &Path, adapter: Option<&Path>| {
-        let mut c = bin();
-        c.args([
-            "score",
-            "--model",
-            model.to_str().unwrap(),
-            "--data",
-            data.to_str().unwrap(),
-        ]);
-        if let Some(a) = adapter {
-            c.args(["--adapter", a.to_str().unwrap()]);
-        }
-        let o = c.output().unwrap();
-        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
-        String::from_utf8_lossy(&o.stdout)
-            .lines()
-            .flat_map(|l| {
-                let v: serde_json::Value = serde_json::from_str(l).unwrap();
-                [
-                    v["chosen"].as_f64().unwrap(),
-                    v["rejected"].as_f64().unwrap(),
-                ]
-            })
-            .collect::<Vec<f64>>()
-    };
-    let want = score(&s.model, Some(&s.out().join("adapter")));
-    let got = score(&ex.join("gguf-f32/model.gguf"), None);
+    let want = score(&s.model, Some(&s.out().join("adapter")), &data);
+    let got = score(&ex.join("gguf-f32/model.gguf"), None, &data);
+    assert_eq!(want.len(), got.len());
     for (a, b) in want.iter().zip(&got) {
-        assert!((a - b).abs() < 1e-3, "merged {b} vs base + adapter {a}");
+        assert!(
+            (a.0 - b.0).abs() < 1e-3 && (a.1 - b.1).abs() < 1e-3,
+            "merged {b:?} vs base + adapter {a:?}"
+        );
     }
     // `export --run` finds the base and adapter from the run folder.
     let again = s.dir.path().join("again");
@@ -346,18 +268,14 @@ fn a_run_exports_what_the_recipe_lists_and_export_reads_the_run() {
 fn long_run(s: &Setup) -> Command {
     let mut c = bin();
     c.arg("run").arg(tiny_recipe()).arg("--quiet");
-    for set in [
-        format!("model.path={}", s.model.display()),
-        format!(
-            "data.train={}",
-            repo().join("recipes/data/tiny-train.jsonl").display()
-        ),
-        "data.eval=null".into(),
-        format!("output.dir={}", s.out().display()),
+    let mut sets = tiny_run_sets(&s.model, &s.out());
+    sets.extend([
+        "data.eval=null".to_string(),
         "train.max_steps=100000".into(),
         "train.save_every=null".into(),
         "train.eval_every=null".into(),
-    ] {
+    ]);
+    for set in sets {
         c.args(["--set", &set]);
     }
     c
@@ -453,7 +371,7 @@ fn a_nan_loss_stops_the_run_and_keeps_the_last_good_checkpoint() {
         ],
     );
     let e = String::from_utf8_lossy(&o.stderr).to_string();
-    assert_user_error(&o, &["the loss is", "last good checkpoint", "train.lr"]);
+    assert_fails_with(&o, &["the loss is", "last good checkpoint", "train.lr"]);
     let ck = s.out().join("checkpoints");
     let dirs: Vec<String> = std::fs::read_dir(&ck)
         .unwrap()

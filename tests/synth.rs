@@ -309,14 +309,8 @@ fn value_kind(v: &Value) -> String {
 fn layout_matches_llama_cpp_reference_files() {
     let refs = [
         (SynthArch::Llama, common::real_model("smollm2")),
-        (
-            SynthArch::Qwen2,
-            common::fixtures().join("tiny/qwen2/tiny-qwen2-f32.gguf"),
-        ),
-        (
-            SynthArch::Qwen3,
-            common::fixtures().join("tiny/qwen3/tiny-qwen3-f32.gguf"),
-        ),
+        (SynthArch::Qwen2, common::tiny_gguf("qwen2")),
+        (SynthArch::Qwen3, common::tiny_gguf("qwen3")),
         (SynthArch::Gemma3, common::real_model("gemma3")),
     ];
     let dir = tempfile::tempdir().unwrap();

@@ -1,55 +1,27 @@
-//! Token ids against llama.cpp, from the fixtures in `shared/fixtures` (see its README for the
+//! Token ids against llama.cpp, from the fixtures in `tests/fixtures` (see its README for the
 //! provenance: llama.cpp commit 3aa0ce9b `llama_tokenize`, transformers `apply_chat_template`).
 //!
 //! Real models are read from `$DPO_LORA_MODELS` or `~/.cache/dpo-lora/models`; a missing
 //! model fails the test (run scripts/fetch-models.sh), it never skips.
 
+mod common;
+
 use std::path::{Path, PathBuf};
 
+use common::{ids, tiny_gguf};
 use dpo_lora::data::{encode_pair, Field, PreferenceRecord};
 use dpo_lora::gguf::GgufFile;
 use dpo_lora::tokenizer::{Message, Tokenizer, TokenizerKind};
 use serde_json::Value;
-
-fn fixtures() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared/fixtures")
-}
-
-fn models_dir() -> PathBuf {
-    if let Ok(d) = std::env::var("DPO_LORA_MODELS") {
-        return PathBuf::from(d);
-    }
-    let home = std::env::var("HOME").unwrap_or_else(|_| "/root".into());
-    Path::new(&home).join(".cache/dpo-lora/models")
-}
-
-fn real_model(file: &str) -> PathBuf {
-    let p = models_dir().join(file);
-    assert!(
-        p.exists(),
-        "{} is missing: run scripts/fetch-models.sh (or set DPO_LORA_MODELS)",
-        p.display()
-    );
-    p
-}
 
 fn load(path: &Path) -> Tokenizer {
     let f = GgufFile::open(path).unwrap_or_else(|e| panic!("{e}"));
     Tokenizer::from_gguf(&f).unwrap_or_else(|e| panic!("{e}"))
 }
 
+/// A fixture file under `tests/fixtures`, parsed.
 fn read_json(rel: &str) -> Value {
-    let p = fixtures().join(rel);
-    let s = std::fs::read_to_string(&p).unwrap_or_else(|e| panic!("{}: {e}", p.display()));
-    serde_json::from_str(&s).unwrap_or_else(|e| panic!("{}: {e}", p.display()))
-}
-
-fn ids(v: &Value) -> Vec<u32> {
-    v.as_array()
-        .unwrap_or_else(|| panic!("expected an id list, got {v}"))
-        .iter()
-        .map(|x| x.as_u64().expect("id") as u32)
-        .collect()
+    common::read_json(common::fixture(rel))
 }
 
 /// Compare every string of strings.jsonl in both parse modes; report all mismatches at once.
@@ -95,12 +67,7 @@ fn field_of(v: &Value) -> Field {
 /// Rebuild every record of `tokens.json` with the README contract and compare exactly.
 fn check_records(tok: &Tokenizer, rel: &str) {
     let doc = read_json(rel);
-    let records: Vec<Value> = std::fs::read_to_string(fixtures().join("records.jsonl"))
-        .expect("records.jsonl")
-        .lines()
-        .filter(|l| !l.trim().is_empty())
-        .map(|l| serde_json::from_str(l).expect("record json"))
-        .collect();
+    let records = common::read_jsonl(&common::fixture("records.jsonl"));
     let expected = doc["records"].as_array().expect("records");
     assert!(!expected.is_empty(), "{rel}: no records");
     let mut bad = Vec::new();
@@ -166,15 +133,15 @@ fn check_records(tok: &Tokenizer, rel: &str) {
 }
 
 fn smollm2() -> Tokenizer {
-    load(&real_model("SmolLM2-135M-Instruct.Q4_1.gguf"))
+    load(&common::real_model("smollm2"))
 }
 
 fn gemma3() -> Tokenizer {
-    load(&real_model("gemma-3-270m-q4_k_m.gguf"))
+    load(&common::real_model("gemma3"))
 }
 
 fn tiny(arch: &str) -> Tokenizer {
-    load(&fixtures().join(format!("tiny/{arch}/tiny-{arch}-f32.gguf")))
+    load(&tiny_gguf(arch))
 }
 
 #[test]

@@ -2,48 +2,34 @@
 //! off == base, gradients reach every adapter, exact resume, accumulation equivalence,
 //! precomputed == adapters-off reference, and a run started from an adapter starting at ln 2.
 
-use std::path::{Path, PathBuf};
+mod common;
+
+use std::path::Path;
 use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
 
 use candle_core::{Device, Tensor};
 use dpo_lora::gguf::GgufFile;
 use dpo_lora::loss::{LossInputs, PreferenceLoss};
-use dpo_lora::model::{peft, Adapters, Lora, LoraConfig, Model, Scored, Target};
+use dpo_lora::model::{peft, Adapters, Lora, Model, Scored};
 use dpo_lora::recipe::Recipe;
-use dpo_lora::synth::{SynthArch, SynthSpec};
+use dpo_lora::synth::SynthArch;
 use dpo_lora::train::optim::AdamW;
 use dpo_lora::train::{self, Options, Outcome};
 use serde_json::Value;
 
+use common::{lora_on_every_target, max_abs, repo, synth_model, tensor_max_diff, tiny_run_sets};
+
 const LN2: f64 = std::f64::consts::LN_2;
-
-fn repo() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-}
-
-fn synth(dir: &Path, arch: SynthArch) -> PathBuf {
-    let p = dir.join(format!("tiny-{}.gguf", arch.gguf_name()));
-    SynthSpec::tiny(arch).write(&p).unwrap();
-    p
-}
 
 /// The tiny recipe pointed at `model`, writing into `dir/out`, with overrides.
 fn recipe(dir: &Path, model: &Path, sets: &[&str]) -> Recipe {
     let text = std::fs::read_to_string(repo().join("recipes/tiny.yaml")).unwrap();
-    let mut all: Vec<String> = vec![
-        format!("model.path={}", model.display()),
-        format!(
-            "data.train={}",
-            repo().join("recipes/data/tiny-train.jsonl").display()
-        ),
-        format!(
-            "data.eval={}",
-            repo().join("recipes/data/tiny-eval.jsonl").display()
-        ),
-        format!("output.dir={}", dir.join("out").display()),
-        format!("reference.cache_dir={}", dir.join("refcache").display()),
-    ];
+    let mut all = tiny_run_sets(model, &dir.join("out"));
+    all.push(format!(
+        "reference.cache_dir={}",
+        dir.join("refcache").display()
+    ));
     all.extend(sets.iter().map(|s| s.to_string()));
     Recipe::parse(&text, Path::new("recipes/tiny.yaml"), &all).unwrap()
 }
@@ -57,11 +43,7 @@ fn opts(resume: bool) -> Options {
 }
 
 fn metrics(dir: &Path) -> Vec<Value> {
-    std::fs::read_to_string(dir.join("out/metrics.jsonl"))
-        .unwrap()
-        .lines()
-        .map(|l| serde_json::from_str(l).unwrap())
-        .collect()
+    common::read_jsonl(&dir.join("out/metrics.jsonl"))
 }
 
 fn train_lines(m: &[Value]) -> Vec<&Value> {
@@ -76,21 +58,10 @@ fn adapter_tensors(dir: &Path) -> std::collections::HashMap<String, Tensor> {
     .unwrap()
 }
 
-fn max_diff(a: &Tensor, b: &Tensor) -> f32 {
-    (a - b)
-        .unwrap()
-        .abs()
-        .unwrap()
-        .max_all()
-        .unwrap()
-        .to_scalar::<f32>()
-        .unwrap()
-}
-
 #[test]
 fn step_zero_sigmoid_loss_is_ln2_and_rewards_zero() {
     let d = tempfile::tempdir().unwrap();
-    let m = synth(d.path(), SynthArch::Llama);
+    let m = synth_model(d.path(), SynthArch::Llama);
     train::run(&recipe(d.path(), &m, &["train.max_steps=1"]), &opts(false)).unwrap();
     let ms = metrics(d.path());
     let eval0 = &ms[0];
@@ -110,24 +81,10 @@ fn step_zero_sigmoid_loss_is_ln2_and_rewards_zero() {
 #[test]
 fn adapters_off_equals_base_bit_for_bit() {
     let d = tempfile::tempdir().unwrap();
-    let path = synth(d.path(), SynthArch::Qwen3);
+    let path = synth_model(d.path(), SynthArch::Qwen3);
     let model = Model::load(&GgufFile::open(&path).unwrap(), &Device::Cpu).unwrap();
     let fresh = Model::load(&GgufFile::open(&path).unwrap(), &Device::Cpu).unwrap();
-    let cfg = LoraConfig {
-        rank: 4,
-        alpha: 8.0,
-        dropout: 0.0,
-        targets: Target::ALL.to_vec(),
-        use_rslora: false,
-    };
-    let lora = Lora::init(
-        cfg,
-        model.config.n_layer,
-        |il, t| model.linear_dims(il, t),
-        3,
-        &Device::Cpu,
-    )
-    .unwrap();
+    let lora = lora_on_every_target(&model, 4, 8.0, false, 3);
     let ids: Vec<u32> = (0..11).map(|i| (i * 37 + 5) % 300).collect();
     let s = [Scored {
         ids: &ids,
@@ -178,23 +135,9 @@ fn adapters_off_equals_base_bit_for_bit() {
 fn one_backward_reaches_every_b_and_one_step_later_every_a() {
     let d = tempfile::tempdir().unwrap();
     for arch in SynthArch::ALL {
-        let path = synth(d.path(), arch);
+        let path = synth_model(d.path(), arch);
         let model = Model::load(&GgufFile::open(&path).unwrap(), &Device::Cpu).unwrap();
-        let cfg = LoraConfig {
-            rank: 4,
-            alpha: 8.0,
-            dropout: 0.0,
-            targets: Target::ALL.to_vec(),
-            use_rslora: false,
-        };
-        let lora = Lora::init(
-            cfg,
-            model.config.n_layer,
-            |il, t| model.linear_dims(il, t),
-            1,
-            &Device::Cpu,
-        )
-        .unwrap();
+        let lora = lora_on_every_target(&model, 4, 8.0, false, 1);
         let (c, r): (Vec<u32>, Vec<u32>) = (
             (0..12).map(|i| (i * 31 + 7) % 300).collect(),
             (0..10).map(|i| (i * 17 + 3) % 300).collect(),
@@ -287,8 +230,8 @@ fn one_backward_reaches_every_b_and_one_step_later_every_a() {
 #[test]
 fn resume_after_k_steps_equals_the_uninterrupted_run_bit_for_bit() {
     let (d1, d2) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
-    let m1 = synth(d1.path(), SynthArch::Gemma3);
-    let m2 = synth(d2.path(), SynthArch::Gemma3);
+    let m1 = synth_model(d1.path(), SynthArch::Gemma3);
+    let m2 = synth_model(d2.path(), SynthArch::Gemma3);
     // dropout on, so the masks must be reproduced too
     let sets = [
         "train.max_steps=6",
@@ -310,11 +253,7 @@ fn resume_after_k_steps_equals_the_uninterrupted_run_bit_for_bit() {
     let (a1, a2) = (adapter_tensors(d1.path()), adapter_tensors(d2.path()));
     assert_eq!(a1.len(), a2.len());
     for (k, t) in &a1 {
-        assert_eq!(
-            t.flatten_all().unwrap().to_vec1::<f32>().unwrap(),
-            a2[k].flatten_all().unwrap().to_vec1::<f32>().unwrap(),
-            "{k}"
-        );
+        assert_eq!(common::values(t), common::values(&a2[k]), "{k}");
     }
     let strip = |m: Vec<Value>| -> Vec<Value> {
         m.into_iter()
@@ -330,8 +269,8 @@ fn resume_after_k_steps_equals_the_uninterrupted_run_bit_for_bit() {
 #[test]
 fn batch_4_accum_1_equals_batch_1_accum_4() {
     let (d1, d2) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
-    let m1 = synth(d1.path(), SynthArch::Qwen2);
-    let m2 = synth(d2.path(), SynthArch::Qwen2);
+    let m1 = synth_model(d1.path(), SynthArch::Qwen2);
+    let m2 = synth_model(d2.path(), SynthArch::Qwen2);
     train::run(
         &recipe(
             d1.path(),
@@ -373,13 +312,13 @@ fn batch_4_accum_1_equals_batch_1_accum_4() {
     // Worst seen (layer 0 k_proj lora_A): 1.6e-5 with the composed ops, 2.1e-5 to 5.5e-5 as the
     // fused ops changed the rounding, against 2e-2 for two full steps; a lost or doubled
     // gradient shows in the loss and grad_norm checks above.
-    let lr = 5e-3f32;
+    let lr = 5e-3f64;
     let (a1, a2) = (adapter_tensors(d1.path()), adapter_tensors(d2.path()));
     for (k, t) in &a1 {
         assert!(
-            max_diff(t, &a2[k]) <= 1e-2 * lr * 2.0,
+            tensor_max_diff(t, &a2[k]) <= 1e-2 * lr * 2.0,
             "{k}: {}",
-            max_diff(t, &a2[k])
+            tensor_max_diff(t, &a2[k])
         );
     }
 }
@@ -387,8 +326,8 @@ fn batch_4_accum_1_equals_batch_1_accum_4() {
 #[test]
 fn precomputed_reference_gives_the_same_losses_and_is_reused() {
     let (d1, d2) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
-    let m1 = synth(d1.path(), SynthArch::Llama);
-    let m2 = synth(d2.path(), SynthArch::Llama);
+    let m1 = synth_model(d1.path(), SynthArch::Llama);
+    let m2 = synth_model(d2.path(), SynthArch::Llama);
     let base = ["train.max_steps=4", "train.eval_every=2"];
     train::run(&recipe(d1.path(), &m1, &base), &opts(false)).unwrap();
     let pre: Vec<&str> = base
@@ -444,7 +383,7 @@ fn precomputed_reference_gives_the_same_losses_and_is_reused() {
 #[test]
 fn starting_from_an_adapter_starts_at_ln2_against_that_adapter() {
     let d = tempfile::tempdir().unwrap();
-    let m = synth(d.path(), SynthArch::Qwen3);
+    let m = synth_model(d.path(), SynthArch::Qwen3);
     train::run(
         &recipe(
             d.path(),
@@ -490,7 +429,7 @@ fn starting_from_an_adapter_starts_at_ln2_against_that_adapter() {
         );
     }
     // the loaded adapter fits, and one that does not is refused with the reason
-    let other = synth(d.path(), SynthArch::Gemma3);
+    let other = synth_model(d.path(), SynthArch::Gemma3);
     let g = Model::load(&GgufFile::open(&other).unwrap(), &Device::Cpu).unwrap();
     let e = peft::load(&sft, &g, &Device::Cpu).unwrap_err().to_string();
     assert!(e.contains("does not fit"), "{e}");
@@ -499,7 +438,7 @@ fn starting_from_an_adapter_starts_at_ln2_against_that_adapter() {
 #[test]
 fn every_loss_trains_with_finite_numbers() {
     let d = tempfile::tempdir().unwrap();
-    let m = synth(d.path(), SynthArch::Llama);
+    let m = synth_model(d.path(), SynthArch::Llama);
     for sets in [
         ["loss.type=ipo", "loss.beta=0.5"],
         ["loss.type=hinge", "loss.beta=0.5"],
@@ -527,22 +466,9 @@ fn pair_by_pair_backward_equals_one_graph_of_the_batch() {
     use dpo_lora::train::{reference, RefVals};
     let d = tempfile::tempdir().unwrap();
     for arch in [SynthArch::Llama, SynthArch::Gemma3] {
-        let path = synth(d.path(), arch);
+        let path = synth_model(d.path(), arch);
         let model = Model::load(&GgufFile::open(&path).unwrap(), &Device::Cpu).unwrap();
-        let lora = Lora::init(
-            LoraConfig {
-                rank: 4,
-                alpha: 8.0,
-                dropout: 0.0,
-                targets: Target::ALL.to_vec(),
-                use_rslora: false,
-            },
-            model.config.n_layer,
-            |il, t| model.linear_dims(il, t),
-            1,
-            &Device::Cpu,
-        )
-        .unwrap();
+        let lora = lora_on_every_target(&model, 4, 8.0, false, 1);
         // B != 0, so A gets gradients too
         for (i, l) in lora.layers.values().enumerate() {
             let n = l.b.as_tensor().elem_count();
@@ -632,12 +558,12 @@ fn pair_by_pair_backward_equals_one_graph_of_the_batch() {
             let want = whole
                 .get(v.as_tensor())
                 .expect("every adapter gets a gradient");
-            let tol = 1e-5 * (1.0 + max_diff(want, &want.zeros_like().unwrap()));
+            let tol = 1e-5 * (1.0 + max_abs(&common::values(want)));
             for (what, got) in [("1 thread", &one.1[i]), ("2 threads", &two.1[i])] {
                 let got = got
                     .as_ref()
                     .expect("the split backward reaches every adapter");
-                let e = max_diff(got, want);
+                let e = tensor_max_diff(got, want);
                 assert!(e <= tol, "{arch:?} var {i} ({what}): off by {e}");
             }
         }

@@ -23,11 +23,14 @@ pub fn run(a: RunArgs) -> Result<()> {
         }
         .into());
     }
-    eprintln!(
-        "# resolved recipe ({})\n{}",
-        a.recipe.display(),
-        recipe.to_yaml().trim_end()
-    );
+    // `--quiet` keeps stderr to what went wrong: the resolved recipe is in the run folder anyway.
+    if !a.quiet {
+        eprintln!(
+            "# resolved recipe ({})\n{}",
+            a.recipe.display(),
+            recipe.to_yaml().trim_end()
+        );
+    }
     let interrupt = Arc::new(AtomicBool::new(false));
     let flag = interrupt.clone();
     // A second Ctrl-C while the checkpoint is written is left to the default handler's absence:

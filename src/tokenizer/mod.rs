@@ -14,7 +14,7 @@
 //!    - `llama` vocab ([`TokenizerKind::Spm`]): optional space prefix, `" "` -> `"▁"`, then `spm`
 //!      merges by score with `<0xXX>` byte fallback.
 //!
-//! The fixtures in `shared/fixtures` (strings_tokens.json, tokens.json) are the oracle; see
+//! The fixtures in `tests/fixtures` (strings_tokens.json, tokens.json) are the oracle; see
 //! tests/tokenizer.rs.
 
 mod bpe;
