@@ -47,6 +47,10 @@ pub struct BenchArgs {
     /// Activation type: auto (bf16 on CUDA, else f32), f32, bf16, f16.
     #[arg(long, value_enum, default_value = "auto")]
     pub dtype: crate::device::ComputeDtype,
+    /// How the ops run: auto (our CPU kernels for f32 on the CPU, candle's ops elsewhere),
+    /// cpu-kernels, or candle (candle's device-generic ops, what CUDA and Metal run).
+    #[arg(long, value_enum, default_value = "auto")]
+    pub backend: crate::model::BackendChoice,
     /// Comma-separated: long (prompt 64 + completions 96-192 tokens), short (~30 tokens).
     #[arg(long, value_delimiter = ',', default_value = "long,short")]
     pub workloads: Vec<String>,
@@ -144,6 +148,10 @@ pub struct ModelArg {
     /// Activation type: auto (bf16 on CUDA, else f32), f32, bf16, f16. The CPU runs f32.
     #[arg(long, value_enum, default_value = "auto")]
     pub dtype: crate::device::ComputeDtype,
+    /// How the ops run: auto (our CPU kernels for f32 on the CPU, candle's ops elsewhere),
+    /// cpu-kernels, or candle (candle's device-generic ops, what CUDA and Metal run).
+    #[arg(long, value_enum, default_value = "auto")]
+    pub backend: crate::model::BackendChoice,
 }
 
 #[derive(Debug, Args)]
@@ -162,6 +170,9 @@ pub struct RunArgs {
     /// Overrides the recipe's `device`: auto, cpu, cuda, cuda:N or metal.
     #[arg(long)]
     pub device: Option<crate::device::DeviceChoice>,
+    /// Overrides the recipe's `backend`: auto, cpu-kernels or candle.
+    #[arg(long, value_enum)]
+    pub backend: Option<crate::model::BackendChoice>,
 }
 
 #[derive(Debug, Args)]

@@ -11,7 +11,8 @@
 //! - [`data`]: JSONL preference records (TRL's formats) and their tokenization contract.
 //! - [`model`]: the frozen quantized base, LoRA adapters, the differentiable forward (pairs packed
 //!   with their prompt once, blocks recomputed in the backward, a pair per CPU core, the adapted
-//!   linear and attention as single ops), log-probs.
+//!   linear and attention as single ops), log-probs; how it executes is one `Backend` fixed at
+//!   load (our CPU kernels, or candle's device-generic ops for CUDA / Metal).
 //! - [`device`]: `--device auto|cpu|cuda[:N]|metal` and what `auto` picks.
 //! - [`source`]: a model named by local path or Hugging Face Hub file.
 //! - [`export`]: PEFT, merged Hugging Face and GGUF folders, llama.cpp LoRA, Hub upload.

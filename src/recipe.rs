@@ -24,6 +24,10 @@ pub struct Recipe {
     /// loss, log-softmax, LoRA weights and optimizer state are f32 always.
     #[serde(default)]
     pub dtype: crate::device::ComputeDtype,
+    /// How the ops run: auto (our CPU kernels for f32 on the CPU, candle's ops elsewhere),
+    /// cpu-kernels, or candle (candle's device-generic ops, what CUDA and Metal run).
+    #[serde(default)]
+    pub backend: crate::model::BackendChoice,
     pub model: ModelSection,
     pub data: DataSection,
     #[serde(default)]

@@ -2,13 +2,11 @@
 
 use std::path::PathBuf;
 
-use anyhow::{Context, Result};
-use candle_core::Device;
-
 use crate::gguf::GgufFile;
-use crate::model::Model;
+use crate::model::{Execution, Model};
 use crate::source::ModelSource;
 use crate::tokenizer::Tokenizer;
+use anyhow::{Context, Result};
 
 pub struct Loaded {
     pub path: PathBuf,
@@ -28,16 +26,16 @@ pub fn tokenizer(f: &GgufFile) -> Result<Tokenizer> {
 }
 
 impl Loaded {
-    /// The model and its tokenizer, on the CPU; checks they agree on the vocabulary.
+    /// The model and its tokenizer, f32 on the CPU kernels; checks they agree on the vocabulary.
     pub fn open(spec: &str) -> Result<Self> {
-        Self::open_on(spec, &Device::Cpu)
+        Self::open_on(spec, &Execution::cpu())
     }
 
-    /// [`open`](Self::open) with the model on `device` (see `device::DeviceChoice`).
-    pub fn open_on(spec: &str, device: &Device) -> Result<Self> {
+    /// [`open`](Self::open) with the model loaded as `exec` says (device, dtype, backend).
+    pub fn open_on(spec: &str, exec: &Execution) -> Result<Self> {
         let file = open_file(spec)?;
         let tok = tokenizer(&file)?;
-        let model = Model::load(&file, device)?;
+        let model = Model::load(&file, exec)?;
         if tok.vocab_size() > model.config.vocab {
             anyhow::bail!(
                 "{}: the tokenizer has {} tokens but token_embd.weight has {} rows",

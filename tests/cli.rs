@@ -375,6 +375,17 @@ fn device_auto_picks_the_cpu_here_and_cuda_needs_a_cuda_build() {
         &score(&["--dtype", "bf16"]),
         &["--dtype Bf16", "the CPU runs f32"],
     );
+    // The Candle backend forced on the CPU scores as the CPU kernels do; the kernels refuse bf16.
+    let k = common::score(&model, None, &data);
+    let c = common::score_with(&model, None, &data, &["--backend", "candle"]);
+    assert!(
+        !k.is_empty() && common::max_pair_diff(&k, &c) < 1e-3,
+        "{k:?} vs {c:?}"
+    );
+    assert_user_error(
+        &score(&["--backend", "cpu-kernels", "--dtype", "bf16"]),
+        &["--backend cpu-kernels", "f32 on the CPU only"],
+    );
     let o = score(&["--device", "tpu"]);
     assert_eq!(o.status.code(), Some(2));
     assert!(

@@ -7,7 +7,9 @@ mod common;
 use std::path::{Path, PathBuf};
 
 use candle_core::{Device, Tensor};
-use common::{assert_user_error, lora_on_every_target, max_abs_diff, run, score, stderr, tiny_gguf};
+use common::{
+    assert_user_error, lora_on_every_target, max_pair_diff, run, score, stderr, tiny_gguf,
+};
 use dpo_lora::gguf::GgufFile;
 use dpo_lora::model::peft::{self, BaseInfo};
 use dpo_lora::rng::SplitMix64;
@@ -28,12 +30,6 @@ fn random_adapter(model: &Path, dir: &Path, rank: usize, alpha: f64, rslora: boo
             .unwrap();
     }
     peft::save(&lora, dir, &BaseInfo::of(m, Some(model)), Some("test")).unwrap();
-}
-
-/// The largest difference between two lists of (chosen, rejected) scores.
-fn max_diff(a: &[(f64, f64)], b: &[(f64, f64)]) -> f64 {
-    let flat = |x: &[(f64, f64)]| x.iter().flat_map(|p| [p.0, p.1]).collect::<Vec<f64>>();
-    max_abs_diff(&flat(a), &flat(b))
 }
 
 fn export(model: &Path, adapter: &Path, format: &str, out: &Path, extra: &[&str]) -> String {
@@ -120,7 +116,7 @@ fn exports_match(model: &Path, data: &Path, rank: usize, alpha: f64, rslora: boo
     random_adapter(model, &adapter, rank, alpha, rslora, 0.02);
     let with = score(model, Some(&adapter), data);
     let without = score(model, None, data);
-    let shift = max_diff(&with, &without);
+    let shift = max_pair_diff(&with, &without);
     assert!(
         shift > 0.5,
         "the random adapter barely moves the scores ({shift})"
@@ -148,7 +144,7 @@ fn exports_match(model: &Path, data: &Path, rank: usize, alpha: f64, rslora: boo
     let g = t.path().join("gguf-f32");
     export(model, &adapter, "gguf", &g, &["--quant", "f32"]);
     let merged = score(&g.join("model.gguf"), None, data);
-    let d = max_diff(&merged, &with);
+    let d = max_pair_diff(&merged, &with);
     eprintln!(
         "{}: merged f32 vs base + adapter: max |Δ| {d:.2e} nats",
         model.display()
@@ -166,7 +162,7 @@ fn exports_match(model: &Path, data: &Path, rank: usize, alpha: f64, rslora: boo
     eprintln!(
         "{}: merged at base types vs base + adapter: max |Δ| {:.3} nats (adapter's own shift {shift:.3}); {}",
         model.display(),
-        max_diff(&requant, &with),
+        max_pair_diff(&requant, &with),
         log.lines().find(|l| l.contains("cosine")).unwrap_or("").trim()
     );
     let types = |f: &Path| {
@@ -252,13 +248,19 @@ fn adapter_that_does_not_fit_is_refused_and_nothing_is_written() {
         ])
     };
     // Architecture.
-    assert_user_error(&o(&tiny_gguf("qwen2"), &adapter), &["does not fit", "llama"]);
+    assert_user_error(
+        &o(&tiny_gguf("qwen2"), &adapter),
+        &["does not fit", "llama"],
+    );
     assert!(!out.exists());
     // Rank: the config says 8, the tensors are rank 4.
     let cfg = adapter.join("adapter_config.json");
     let text = std::fs::read_to_string(&cfg).unwrap();
     std::fs::write(&cfg, text.replace("\"r\": 4", "\"r\": 8")).unwrap();
-    assert_user_error(&o(&tiny_gguf("llama"), &adapter), &["does not fit", "rank 8"]);
+    assert_user_error(
+        &o(&tiny_gguf("llama"), &adapter),
+        &["does not fit", "rank 8"],
+    );
     // Targets: one that dpo-lora cannot adapt.
     std::fs::write(&cfg, text.replace("\"q_proj\"", "\"lm_head\"")).unwrap();
     assert_user_error(&o(&tiny_gguf("llama"), &adapter), &["lm_head"]);

@@ -6,13 +6,12 @@
 
 mod common;
 
-use candle_core::Device;
 use dpo_lora::gguf::GgufFile;
-use dpo_lora::model::{Adapters, Model, Scored};
+use dpo_lora::model::{Adapters, Execution, Model, Scored};
 
 fn check(model_path: std::path::PathBuf, logprobs: std::path::PathBuf, column: &str) {
     let f = GgufFile::open(&model_path).unwrap();
-    let model = Model::load(&f, &Device::Cpu).unwrap();
+    let model = Model::load(&f, &Execution::cpu()).unwrap();
     let fx = common::read_json(logprobs);
     let mut failures = Vec::new();
     let mut worst = (0f64, 0f64);
@@ -127,7 +126,11 @@ fn fixtures_are_the_reference_set_unchanged() {
     let fx = common::fixtures();
     let summary = common::read_json(fx.join("summary.json"));
     let files = summary["files"].as_array().expect("summary.json: files");
-    assert!(files.len() >= 20, "summary.json lists {} files", files.len());
+    assert!(
+        files.len() >= 20,
+        "summary.json lists {} files",
+        files.len()
+    );
     let mut listed = std::collections::BTreeSet::new();
     for f in files {
         let rel = f["path"].as_str().expect("path");

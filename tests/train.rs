@@ -11,7 +11,7 @@ use std::sync::Arc;
 use candle_core::{Device, Tensor};
 use dpo_lora::gguf::GgufFile;
 use dpo_lora::loss::{LossInputs, PreferenceLoss};
-use dpo_lora::model::{peft, Adapters, Lora, Model, Scored};
+use dpo_lora::model::{peft, Adapters, Execution, Lora, Model, Scored};
 use dpo_lora::recipe::Recipe;
 use dpo_lora::synth::SynthArch;
 use dpo_lora::train::optim::AdamW;
@@ -82,8 +82,8 @@ fn step_zero_sigmoid_loss_is_ln2_and_rewards_zero() {
 fn adapters_off_equals_base_bit_for_bit() {
     let d = tempfile::tempdir().unwrap();
     let path = synth_model(d.path(), SynthArch::Qwen3);
-    let model = Model::load(&GgufFile::open(&path).unwrap(), &Device::Cpu).unwrap();
-    let fresh = Model::load(&GgufFile::open(&path).unwrap(), &Device::Cpu).unwrap();
+    let model = Model::load(&GgufFile::open(&path).unwrap(), &Execution::cpu()).unwrap();
+    let fresh = Model::load(&GgufFile::open(&path).unwrap(), &Execution::cpu()).unwrap();
     let lora = lora_on_every_target(&model, 4, 8.0, false, 3);
     let ids: Vec<u32> = (0..11).map(|i| (i * 37 + 5) % 300).collect();
     let s = [Scored {
@@ -136,7 +136,7 @@ fn one_backward_reaches_every_b_and_one_step_later_every_a() {
     let d = tempfile::tempdir().unwrap();
     for arch in SynthArch::ALL {
         let path = synth_model(d.path(), arch);
-        let model = Model::load(&GgufFile::open(&path).unwrap(), &Device::Cpu).unwrap();
+        let model = Model::load(&GgufFile::open(&path).unwrap(), &Execution::cpu()).unwrap();
         let lora = lora_on_every_target(&model, 4, 8.0, false, 1);
         let (c, r): (Vec<u32>, Vec<u32>) = (
             (0..12).map(|i| (i * 31 + 7) % 300).collect(),
@@ -430,7 +430,7 @@ fn starting_from_an_adapter_starts_at_ln2_against_that_adapter() {
     }
     // the loaded adapter fits, and one that does not is refused with the reason
     let other = synth_model(d.path(), SynthArch::Gemma3);
-    let g = Model::load(&GgufFile::open(&other).unwrap(), &Device::Cpu).unwrap();
+    let g = Model::load(&GgufFile::open(&other).unwrap(), &Execution::cpu()).unwrap();
     let e = peft::load(&sft, &g, &Device::Cpu).unwrap_err().to_string();
     assert!(e.contains("does not fit"), "{e}");
 }
@@ -467,7 +467,7 @@ fn pair_by_pair_backward_equals_one_graph_of_the_batch() {
     let d = tempfile::tempdir().unwrap();
     for arch in [SynthArch::Llama, SynthArch::Gemma3] {
         let path = synth_model(d.path(), arch);
-        let model = Model::load(&GgufFile::open(&path).unwrap(), &Device::Cpu).unwrap();
+        let model = Model::load(&GgufFile::open(&path).unwrap(), &Execution::cpu()).unwrap();
         let lora = lora_on_every_target(&model, 4, 8.0, false, 1);
         // B != 0, so A gets gradients too
         for (i, l) in lora.layers.values().enumerate() {

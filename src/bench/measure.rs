@@ -36,6 +36,7 @@ pub struct Job<'a> {
     pub model: &'a str,
     pub device: crate::device::DeviceChoice,
     pub dtype: crate::device::ComputeDtype,
+    pub backend: crate::model::BackendChoice,
     pub gradient_checkpointing: bool,
     pub prefix_sharing: bool,
     pub mode: Mode,
@@ -99,11 +100,9 @@ fn row(job: &Job, mode: &str, what: &str, secs: &[f64], tokens: &[usize], flop: 
 /// training). `progress(done, total)` is called after every step.
 pub fn run(job: &Job, progress: &mut dyn FnMut(usize, usize)) -> Result<Vec<Row>> {
     let device = job.device.open()?;
-    let mut loaded = Loaded::open_on(job.model, &device)?;
-    loaded
-        .model
-        .set_dtype(job.dtype.resolve(&device))
-        .map_err(|e| anyhow::anyhow!("--dtype: {e}"))?;
+    let exec = crate::model::Execution::choose(device.clone(), job.dtype, job.backend)
+        .map_err(|e| anyhow::anyhow!("--dtype {:?} --backend {}: {e}", job.dtype, job.backend))?;
+    let mut loaded = Loaded::open_on(job.model, &exec)?;
     loaded.model.set_checkpointing(job.gradient_checkpointing);
     loaded.model.set_prefix_sharing(job.prefix_sharing);
     let model = &loaded.model;
@@ -157,19 +156,9 @@ pub fn run(job: &Job, progress: &mut dyn FnMut(usize, usize)) -> Result<Vec<Row>
     let mut rows = Vec::new();
     // Mode-specific state, built before the first step (and outside the timing).
     let second_copy: Option<Model> = match job.mode {
-        Mode::SecondCopy => Some(
-            Model::load(&loaded.file, &device)
-                .and_then(|mut m| {
-                    m.set_dtype(model.dtype())
-                        .map_err(|e| crate::gguf::GgufError::Tensor {
-                            path: loaded.file.path.clone(),
-                            name: "(second copy)".into(),
-                            reason: e.to_string(),
-                        })?;
-                    Ok(m)
-                })
-                .context("loading the second copy of the base")?,
-        ),
+        Mode::SecondCopy => {
+            Some(Model::load(&loaded.file, &exec).context("loading the second copy of the base")?)
+        }
         _ => None,
     };
     let mut precomputed: Vec<Vec<(f32, f32)>> = Vec::new();

@@ -125,6 +125,7 @@ pub struct Options {
     pub model: String,
     pub device: crate::device::DeviceChoice,
     pub dtype: crate::device::ComputeDtype,
+    pub backend: crate::model::BackendChoice,
     /// Recompute each block in the backward (the training default) instead of keeping its
     /// activations.
     pub gradient_checkpointing: bool,
@@ -264,6 +265,7 @@ pub fn run(opts: &Options) -> Result<(Report, PathBuf)> {
             "measured_steps": opts.steps,
             "gradient_checkpointing": opts.gradient_checkpointing,
             "prefix_sharing": opts.prefix_sharing,
+            "backend": opts.backend.to_string(),
         }),
         workloads: serde_json::Value::Object(workload_info),
         matmul,
@@ -300,6 +302,8 @@ fn run_child(
             &opts.device.to_string(),
             "--dtype",
             &format!("{:?}", opts.dtype).to_lowercase(),
+            "--backend",
+            &opts.backend.to_string(),
         ])
         .args((!opts.gradient_checkpointing).then_some("--no-gradient-checkpointing"))
         .args((!opts.prefix_sharing).then_some("--no-prefix-sharing"))

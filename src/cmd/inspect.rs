@@ -1,7 +1,6 @@
 //! `dpo-lora inspect`: what a GGUF file holds and what it costs in memory.
 
 use anyhow::Result;
-use candle_core::Device;
 
 use crate::cli::InspectArgs;
 use crate::model::Model;
@@ -10,7 +9,7 @@ use crate::tokenizer::TokenizerKind;
 pub fn run(a: InspectArgs) -> Result<()> {
     let f = super::open(&a.path)?;
     let tok = super::tokenizer(&f)?;
-    let model = Model::load(&f, &Device::Cpu)?;
+    let model = Model::load(&f, &crate::model::Execution::cpu())?;
     let c = &model.config;
     println!(
         "file           {} ({:.1} MB)",

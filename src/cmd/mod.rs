@@ -34,10 +34,9 @@ pub(crate) use crate::session::{open_file as open, tokenizer};
 /// The model (on the device asked for) and its tokenizer.
 pub(crate) fn load(a: &crate::cli::ModelArg) -> Result<(GgufFile, Model, Tokenizer)> {
     let device = a.device.open_and_report()?;
-    let mut l = crate::session::Loaded::open_on(&a.model, &device)?;
-    l.model
-        .set_dtype(a.dtype.resolve(&device))
-        .map_err(|e| anyhow::anyhow!("--dtype {:?}: {e}", a.dtype))?;
+    let exec = crate::model::Execution::choose(device, a.dtype, a.backend)
+        .map_err(|e| anyhow::anyhow!("--dtype {:?} --backend {}: {e}", a.dtype, a.backend))?;
+    let l = crate::session::Loaded::open_on(&a.model, &exec)?;
     Ok((l.file, l.model, l.tok))
 }
 

@@ -14,6 +14,9 @@ pub fn run(a: RunArgs) -> Result<()> {
     if let Some(d) = a.device {
         recipe.device = d;
     }
+    if let Some(b) = a.backend {
+        recipe.backend = b;
+    }
     // A push that cannot work is found now, not after training.
     if recipe.output.export.iter().any(|e| e.push_to_hub.is_some())
         && crate::export::hub::HubAccess::from_env().token.is_none()

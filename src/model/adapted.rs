@@ -2,8 +2,8 @@
 //!
 //! Owns: the op's forward and backward (input gradient `g · W + s · (g · B) · A`, and the
 //! adapter's `dA = s · (g · B)ᵀ · x`, `dB = s · gᵀ · (x · Aᵀ)`), each product a direct gemm.
-//! Does not: hold the weights (see `qlinear`, `lora`), or run dropout: a branch with dropout,
-//! the GPU path and non-f32 activations take the composed form (`lin(x) + branch(x)`).
+//! Does not: hold the weights (see `qlinear`, `lora`), or run dropout: a branch with dropout
+//! and the Candle backend take the composed form (`lin(x) + branch(x)`).
 //!
 //! Why: composed, every adapted linear added five nodes to the graph (the two thin products,
 //! the scale, the add, a transpose), each of whose gradients candle materializes and sums into a
@@ -12,6 +12,7 @@
 
 use candle_core::{CpuStorage, CustomOp3, DType, Layout, Result, Shape, Tensor};
 
+use super::backend::{enter_cpu_kernel, Backend};
 use super::fused::with_f32;
 use super::lora::Branch;
 use super::qlinear::{contiguous_f32x3, QLinear};
@@ -21,21 +22,20 @@ use super::qweight::{product, rm, tr};
 /// `base`, when given, is `lin(x)` from an earlier forward of the same `x` (a checkpointed
 /// block's kept output): its value is used instead of multiplying again; the backward is the same.
 pub(crate) fn forward(
+    be: Backend,
     lin: &QLinear,
     x: &Tensor,
     branch: Option<&Branch>,
     base: Option<&Tensor>,
 ) -> Result<Tensor> {
     let plain = |x: &Tensor| match base {
-        Some(y) => super::checkpoint::reuse(lin, x, y),
-        None => lin.forward(x),
+        Some(y) => super::recompute::reuse(be, lin, x, y),
+        None => lin.forward(be, x),
     };
     let Some(br) = branch else {
         return plain(x);
     };
-    let fusable = lin.runs_cpu_kernel()
-        && x.device().is_cpu()
-        && x.dtype() == DType::F32
+    let fusable = be == Backend::CpuKernels
         && br.drop.is_none()
         && br.a.dtype() == DType::F32
         && br.b.dtype() == DType::F32;
@@ -60,6 +60,7 @@ pub(crate) fn forward(
             br.b.dims()
         )
     }
+    enter_cpu_kernel("adapted linear", x)?;
     let base_given = base.is_some();
     // A kept output is `lin(x)`, bias included: the op starts from it and adds no bias.
     let base = base.map(|y| y.reshape((n, out_f))).transpose()?;
@@ -173,6 +174,7 @@ impl CustomOp3 for Adapted {
 #[cfg(test)]
 mod tests {
     use super::*;
+    const CPU: Backend = Backend::CpuKernels;
     use crate::model::qweight::QWeight;
     use crate::synth::uniform_values;
     use candle_core::quantized::{GgmlDType, QTensor};
@@ -222,7 +224,7 @@ mod tests {
             drop: None,
         };
         let composed =
-            (lin.forward(x.as_tensor()).unwrap() + br.apply(x.as_tensor()).unwrap()).unwrap();
+            (lin.forward(CPU, x.as_tensor()).unwrap() + br.apply(x.as_tensor()).unwrap()).unwrap();
         let gc = (&composed * &r)
             .unwrap()
             .sum_all()
@@ -230,9 +232,9 @@ mod tests {
             .backward()
             .unwrap();
         // without and with the frozen product given (a checkpoint's kept output, bias included)
-        let kept = lin.forward(&x.as_tensor().detach()).unwrap();
+        let kept = lin.forward(CPU, &x.as_tensor().detach()).unwrap();
         for base in [None, Some(&kept)] {
-            let fused = forward(&lin, x.as_tensor(), Some(&br), base).unwrap();
+            let fused = forward(CPU, &lin, x.as_tensor(), Some(&br), base).unwrap();
             assert!(max_err(&fused, &composed) < 1e-5);
             let gf = (&fused * &r)
                 .unwrap()

@@ -3,10 +3,11 @@
 //!
 //! Owns: the block's frozen weights and its forward. Does not: decide which adapters run (the
 //! caller passes the LoRA branch as a function, so the same code serves the reference, the
-//! policy and the recompute of a checkpointed block; see `checkpoint`).
+//! policy and the recompute of a checkpointed block; see `recompute`).
 
 use candle_core::{Result, Tensor};
 
+use super::backend::Backend;
 use super::config::Config;
 use super::fused::{rms_norm, rope};
 use super::layers::attention;
@@ -31,10 +32,12 @@ pub(crate) struct Block {
     pub post_ffn_norm: Option<Tensor>,
 }
 
-/// What one forward shares across blocks: the batch geometry, the rotary tables and the mask
+/// What one forward shares across blocks: the backend, the batch geometry, the rotary tables and the mask
 /// this block uses (sliding or global). Cheap to clone.
 #[derive(Clone)]
 pub(crate) struct BlockInputs {
+    /// How every op runs (fixed at load: see `backend`).
+    pub backend: Backend,
     pub b_sz: usize,
     pub seq_len: usize,
     pub cos: Tensor,
@@ -42,7 +45,7 @@ pub(crate) struct BlockInputs {
     pub mask: Tensor,
 }
 
-/// What the frozen linears of a forward do. A checkpointed block runs twice (see `checkpoint`);
+/// What the frozen linears of a forward do. A checkpointed block runs twice (see `recompute`);
 /// the outputs of the [`KEPT`] linears (o, gate, up, down: 84% of a block's matmul work on
 /// SmolLM2, two `(tokens, ffn)` and two `(tokens, hidden)` tensors) are kept from the first run
 /// and reused by the second.
@@ -85,13 +88,20 @@ impl Block {
 
     /// Frozen linear + LoRA branch, one op where it can be (see `adapted`). The branch runs in
     /// f32 (see `lora::branch`) and is cast back to the activation type.
-    fn lin(&self, target: Target, x: &Tensor, delta: Delta, linears: &Linears) -> Result<Tensor> {
+    fn lin(
+        &self,
+        be: Backend,
+        target: Target,
+        x: &Tensor,
+        delta: Delta,
+        linears: &Linears,
+    ) -> Result<Tensor> {
         let lin = self.linear(target);
         let kept = KEPT.iter().position(|&t| t == target);
         let branch = delta(target)?;
         let base = match (linears, kept) {
             (Linears::Record(out), Some(_)) => {
-                let y = lin.forward(x)?;
+                let y = lin.forward(be, x)?;
                 out.borrow_mut().push(y.clone());
                 Some(y)
             }
@@ -102,7 +112,7 @@ impl Block {
             ),
             _ => None,
         };
-        super::adapted::forward(lin, x, branch.as_ref(), base.as_ref())
+        super::adapted::forward(be, lin, x, branch.as_ref(), base.as_ref())
     }
 
     /// `x (b_sz, seq_len, hidden) -> (b_sz, seq_len, hidden)`.
@@ -114,45 +124,48 @@ impl Block {
         delta: Delta,
         linears: &Linears,
     ) -> Result<Tensor> {
-        let (b_sz, seq_len, hd) = (p.b_sz, p.seq_len, c.head_dim);
+        let (b_sz, seq_len, hd, be) = (p.b_sz, p.seq_len, c.head_dim, p.backend);
         // attention
-        let h = rms_norm(x, &self.attn_norm, c.rms_eps)?;
+        let h = rms_norm(be, x, &self.attn_norm, c.rms_eps)?;
         // (B, T, H, D): the q/k norms run here, where each head's row is contiguous
         let q = self
-            .lin(Target::QProj, &h, delta, linears)?
+            .lin(be, Target::QProj, &h, delta, linears)?
             .reshape((b_sz, seq_len, c.n_head, hd))?;
-        let k = self.lin(Target::KProj, &h, delta, linears)?.reshape((
+        let k = self.lin(be, Target::KProj, &h, delta, linears)?.reshape((
             b_sz,
             seq_len,
             c.n_kv_head,
             hd,
         ))?;
         let v = self
-            .lin(Target::VProj, &h, delta, linears)?
+            .lin(be, Target::VProj, &h, delta, linears)?
             .reshape((b_sz, seq_len, c.n_kv_head, hd))?
             .transpose(1, 2)?;
         let (q, k) = match (&self.q_norm, &self.k_norm) {
-            (Some(qn), Some(kn)) => (rms_norm(&q, qn, c.rms_eps)?, rms_norm(&k, kn, c.rms_eps)?),
+            (Some(qn), Some(kn)) => (
+                rms_norm(be, &q, qn, c.rms_eps)?,
+                rms_norm(be, &k, kn, c.rms_eps)?,
+            ),
             _ => (q, k),
         };
         // (B, T, H, D) -> (B, H, T, D), rotated in the same pass
-        let q = rope(&q, &p.cos, &p.sin)?;
-        let k = rope(&k, &p.cos, &p.sin)?;
-        let a = attention(&q, &k, &v, &p.mask, c.attn_scale)?;
+        let q = rope(be, &q, &p.cos, &p.sin)?;
+        let k = rope(be, &k, &p.cos, &p.sin)?;
+        let a = attention(be, &q, &k, &v, &p.mask, c.attn_scale)?;
         let a = a.transpose(1, 2)?.reshape((b_sz, seq_len, c.n_head * hd))?;
-        let mut o = self.lin(Target::OProj, &a, delta, linears)?;
+        let mut o = self.lin(be, Target::OProj, &a, delta, linears)?;
         if let Some(n) = &self.post_attn_norm {
-            o = rms_norm(&o, n, c.rms_eps)?;
+            o = rms_norm(be, &o, n, c.rms_eps)?;
         }
         let x = (x + o)?;
         // MLP
-        let h = rms_norm(&x, &self.ffn_norm, c.rms_eps)?;
-        let g = self.lin(Target::GateProj, &h, delta, linears)?;
-        let u = self.lin(Target::UpProj, &h, delta, linears)?;
-        let gu = c.arch.activation().gated(&g, &u)?;
-        let mut m = self.lin(Target::DownProj, &gu, delta, linears)?;
+        let h = rms_norm(be, &x, &self.ffn_norm, c.rms_eps)?;
+        let g = self.lin(be, Target::GateProj, &h, delta, linears)?;
+        let u = self.lin(be, Target::UpProj, &h, delta, linears)?;
+        let gu = c.arch.activation().gated(be, &g, &u)?;
+        let mut m = self.lin(be, Target::DownProj, &gu, delta, linears)?;
         if let Some(n) = &self.post_ffn_norm {
-            m = rms_norm(&m, n, c.rms_eps)?;
+            m = rms_norm(be, &m, n, c.rms_eps)?;
         }
         x + m
     }

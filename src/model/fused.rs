@@ -11,14 +11,16 @@
 //! the backward. A custom op keeps its inputs and its output in the graph and nothing else; what
 //! its backward needs beyond them (the inverse rms per row) lives in the op itself.
 //!
-//! Every op requires f32 tensors on the CPU and makes its inputs contiguous. The composed
-//! versions they replace are kept in the tests below as the reference for values and gradients.
+//! Each op is handed the model's [`Backend`]: `CpuKernels` runs the fused op (f32 on the CPU,
+//! inputs made contiguous), `Candle` the composed form from `composed` (what a GPU runs). The
+//! tests below hold both against the composed reference for values and gradients.
 
 use std::sync::OnceLock;
 
 use candle_core::{CpuStorage, CustomOp1, CustomOp2, Layout, Result, Shape, Storage, Tensor};
 use rayon::prelude::*;
 
+use super::backend::{enter_cpu_kernel, Backend};
 use super::fastmath::{exp, lane_max, lane_sum, sigmoid, tanh, wide};
 use super::qlinear::contiguous_f32;
 
@@ -55,10 +57,11 @@ fn last_dim(layout: &Layout) -> Result<usize> {
 /// `w` is a frozen base weight: no gradient flows to it (the op's backward returns only the
 /// input gradient). For Gemma the GGUF already holds `1 + w` (llama.cpp's converter adds the 1),
 /// so `w` is used as stored.
-pub fn rms_norm(x: &Tensor, w: &Tensor, eps: f64) -> Result<Tensor> {
-    if !x.device().is_cpu() || x.dtype() != candle_core::DType::F32 {
+pub fn rms_norm(be: Backend, x: &Tensor, w: &Tensor, eps: f64) -> Result<Tensor> {
+    if be == Backend::Candle {
         return super::composed::rms_norm(x, &w.to_dtype(x.dtype())?, eps);
     }
+    enter_cpu_kernel("rms_norm", x)?;
     let w = w.to_vec1::<f32>()?;
     if x.dim(candle_core::D::Minus1)? != w.len() {
         candle_core::bail!("rms_norm: x {:?} with a weight of {}", x.dims(), w.len())
@@ -192,10 +195,11 @@ impl Activation {
     }
 
     /// `act(gate) · up`, elementwise; `gate` and `up` have the same shape. Gradients flow to both.
-    pub fn gated(self, gate: &Tensor, up: &Tensor) -> Result<Tensor> {
-        if !gate.device().is_cpu() || gate.dtype() != candle_core::DType::F32 {
+    pub fn gated(self, be: Backend, gate: &Tensor, up: &Tensor) -> Result<Tensor> {
+        if be == Backend::Candle {
             return super::composed::gated(self, gate, up);
         }
+        enter_cpu_kernel("gated activation", gate)?;
         if gate.dims() != up.dims() {
             candle_core::bail!(
                 "gated activation: gate {:?}, up {:?}",
@@ -280,7 +284,7 @@ impl CustomOp2 for Gated {
 /// from `layers::rope_tables`, `(seq_len, head_dim)` for every row or `(b_sz, seq_len,
 /// head_dim)` per row (packed rows), and returned as `(b_sz, n_head, seq_len, head_dim)`,
 /// contiguous: the transpose attention needs is done in the same pass.
-pub fn rope(x: &Tensor, cos: &Tensor, sin: &Tensor) -> Result<Tensor> {
+pub fn rope(be: Backend, x: &Tensor, cos: &Tensor, sin: &Tensor) -> Result<Tensor> {
     let (b, t, n_head, d) = x.dims4()?;
     let per_row = cos.rank() == 3;
     let ok = |tab: &Tensor| tab.dims() == [t, d] || tab.dims() == [b, t, d];
@@ -292,10 +296,11 @@ pub fn rope(x: &Tensor, cos: &Tensor, sin: &Tensor) -> Result<Tensor> {
             sin.dims()
         )
     }
-    if !x.device().is_cpu() || x.dtype() != candle_core::DType::F32 {
+    if be == Backend::Candle {
         let dt = x.dtype();
         return super::composed::rope(x, &cos.to_dtype(dt)?, &sin.to_dtype(dt)?);
     }
+    enter_cpu_kernel("rope", x)?;
     let table = |t: &Tensor| t.flatten_all()?.to_vec1::<f32>();
     x.contiguous()?.apply_op1(Rope {
         cos: table(cos)?,
@@ -390,7 +395,7 @@ impl CustomOp1 for Rope {
 /// k_len)`, `mask (b_sz, 1, q_len, k_len)` of 0 and -inf from `layers::attention_mask`, which
 /// leaves every row at least one visible key (a row with none would be NaN, as in the composed
 /// softmax). The mask gets no gradient.
-pub fn masked_softmax(scores: &Tensor, mask: &Tensor, scale: f64) -> Result<Tensor> {
+pub fn masked_softmax(be: Backend, scores: &Tensor, mask: &Tensor, scale: f64) -> Result<Tensor> {
     let (b, _, q, k) = scores.dims4()?;
     if mask.dims() != [b, 1, q, k] {
         candle_core::bail!(
@@ -399,9 +404,10 @@ pub fn masked_softmax(scores: &Tensor, mask: &Tensor, scale: f64) -> Result<Tens
             mask.dims()
         )
     }
-    if !scores.device().is_cpu() || scores.dtype() != candle_core::DType::F32 {
+    if be == Backend::Candle {
         return super::composed::masked_softmax(scores, &mask.to_dtype(scores.dtype())?, scale);
     }
+    enter_cpu_kernel("masked softmax", scores)?;
     scores.contiguous()?.apply_op2(
         &mask.contiguous()?,
         MaskedSoftmax {
@@ -639,7 +645,7 @@ mod tests {
             check(
                 &format!("rms_norm {dims:?}"),
                 &[tensor(dims, 1, 3.0)],
-                |x| rms_norm(&x[0], &w, 1e-6),
+                |x| rms_norm(Backend::CpuKernels, &x[0], &w, 1e-6),
                 |x| reference::rms_norm(&x[0], &w, 1e-6),
             );
         }
@@ -652,13 +658,13 @@ mod tests {
         check(
             "silu",
             &[gate.clone(), up.clone()],
-            |x| Activation::Silu.gated(&x[0], &x[1]),
+            |x| Activation::Silu.gated(Backend::CpuKernels, &x[0], &x[1]),
             |x| x[0].silu()?.mul(&x[1]), // the composed form it replaced
         );
         check(
             "gelu_tanh",
             &[gate, up],
-            |x| Activation::GeluTanh.gated(&x[0], &x[1]),
+            |x| Activation::GeluTanh.gated(Backend::CpuKernels, &x[0], &x[1]),
             |x| x[0].gelu()?.mul(&x[1]),
         );
     }
@@ -676,7 +682,7 @@ mod tests {
         check(
             "rope",
             &[tensor(&[2, t, 3, d], 5, 2.0)],
-            |x| rope(&x[0], &cos, &sin),
+            |x| rope(Backend::CpuKernels, &x[0], &cos, &sin),
             |x| reference::apply_rope(&x[0].transpose(1, 2)?, &cos, &sin),
         );
         // per-row tables (packed pairs: positions restart inside a row)
@@ -691,7 +697,7 @@ mod tests {
         check(
             "rope (per row)",
             &[tensor(&[2, t, 3, d], 9, 2.0)],
-            |x| rope(&x[0], &cos2, &sin2),
+            |x| rope(Backend::CpuKernels, &x[0], &cos2, &sin2),
             |x| {
                 reference::apply_rope(
                     &x[0].transpose(1, 2)?,
@@ -714,7 +720,7 @@ mod tests {
         check(
             "rope (scaled)",
             &[tensor(&[1, t, 2, d], 6, 2.0)],
-            |x| rope(&x[0], &cos, &sin),
+            |x| rope(Backend::CpuKernels, &x[0], &cos, &sin),
             |x| reference::apply_rope(&x[0].transpose(1, 2)?, &cos, &sin),
         );
     }
@@ -729,7 +735,7 @@ mod tests {
             check(
                 &format!("softmax, window {window:?}"),
                 &[tensor(&[2, 3, t, t], 7, 10.0)],
-                |x| masked_softmax(&x[0], &mask, scale),
+                |x| masked_softmax(Backend::CpuKernels, &x[0], &mask, scale),
                 |x| reference::softmax_last_dim(&(&x[0] * scale)?.broadcast_add(&mask)?),
             );
         }

@@ -34,6 +34,7 @@ pub fn token_logps(h: &Tensor, targets: &[u32], w: &QWeight) -> Result<Tensor> {
     if n == 0 {
         return Tensor::zeros(0, candle_core::DType::F32, h.device());
     }
+    super::backend::enter_cpu_kernel("log-prob head", h)?;
     let need_grad = h.track_op();
     let hv = h.contiguous()?.flatten_all()?.to_vec1::<f32>()?;
     let trow = w

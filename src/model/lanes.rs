@@ -13,7 +13,7 @@
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 
-use candle_core::Device;
+use super::backend::Backend;
 use rayon::prelude::*;
 
 /// Jobs of [`map`] running now, over the whole process.
@@ -46,17 +46,18 @@ pub(crate) fn gemm_threads() -> usize {
     }
 }
 
-/// `f(item)` for every item, in parallel on the CPU (one job per item, each counted as busy),
-/// in order on another device (its kernels are already parallel, and one stream serves all).
+/// `f(item)` for every item: in parallel with the CPU kernels (one job per item, each counted as
+/// busy), in order with candle's ops (a GPU's kernels are already parallel, and one stream
+/// serves all).
 /// Results in item order; the first error is returned.
-pub fn map<I, T, E, F>(device: &Device, items: Vec<I>, f: F) -> Result<Vec<T>, E>
+pub fn map<I, T, E, F>(be: Backend, items: Vec<I>, f: F) -> Result<Vec<T>, E>
 where
     I: Send,
     T: Send,
     E: Send,
     F: Fn(I) -> Result<T, E> + Sync + Send,
 {
-    if !device.is_cpu() || items.len() < 2 || rayon::current_num_threads() < 2 {
+    if be == Backend::Candle || items.len() < 2 || rayon::current_num_threads() < 2 {
         return items.into_iter().map(f).collect();
     }
     items
@@ -81,9 +82,9 @@ mod tests {
             .unwrap();
         pool.install(|| {
             let out: Result<Vec<usize>, String> =
-                map(&Device::Cpu, (0..9).collect(), |i| Ok(i * i));
+                map(Backend::CpuKernels, (0..9).collect(), |i| Ok(i * i));
             assert_eq!(out.unwrap(), (0..9).map(|i| i * i).collect::<Vec<_>>());
-            let err: Result<Vec<usize>, String> = map(&Device::Cpu, (0..9).collect(), |i| {
+            let err: Result<Vec<usize>, String> = map(Backend::CpuKernels, (0..9).collect(), |i| {
                 if i == 4 {
                     Err(format!("item {i}"))
                 } else {

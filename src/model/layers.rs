@@ -7,7 +7,8 @@
 
 use candle_core::{Device, Result, Tensor};
 
-use super::fused::masked_softmax;
+use super::backend::{enter_cpu_kernel, Backend};
+use super::composed::masked_softmax;
 
 /// Where the tokens of one batch row sit: token `i` has RoPE position `pos[i]` and belongs to
 /// branch `branch[i]`. Branch 0 is seen by every later token; a token of branch `k > 0` sees
@@ -120,15 +121,25 @@ pub fn attention_mask(
 /// The `n_rep = n_head / n_kv_head` query heads that share a kv head are adjacent, so `q` is
 /// viewed as `(b, n_kv_head, n_rep·t, d)` and multiplied with the kv head directly: no repeated
 /// copies of `k` and `v` (nor of their gradients), and fewer, taller matmuls.
-pub fn attention(q: &Tensor, k: &Tensor, v: &Tensor, mask: &Tensor, scale: f64) -> Result<Tensor> {
+pub fn attention(
+    be: Backend,
+    q: &Tensor,
+    k: &Tensor,
+    v: &Tensor,
+    mask: &Tensor,
+    scale: f64,
+) -> Result<Tensor> {
     let (n_head, n_kv_head) = (q.dim(1)?, k.dim(1)?);
     if n_kv_head == 0 || n_head % n_kv_head != 0 {
         candle_core::bail!("attention: {n_head} query heads over {n_kv_head} kv heads")
     }
-    if q.device().is_cpu() && q.dtype() == candle_core::DType::F32 {
-        return super::attend::attention(q, k, v, mask, scale);
+    match be {
+        Backend::CpuKernels => {
+            enter_cpu_kernel("attention", q)?;
+            super::attend::attention(q, k, v, mask, scale)
+        }
+        Backend::Candle => grouped(q, k, v, mask, scale),
     }
-    grouped(q, k, v, mask, scale)
 }
 
 /// [`attention`] from candle ops (the GPU path).
@@ -143,7 +154,7 @@ fn grouped(q: &Tensor, k: &Tensor, v: &Tensor, mask: &Tensor, scale: f64) -> Res
     let scores = q.matmul(&k.t()?.contiguous()?)?;
     let p = masked_softmax(
         &scores.reshape((b_sz, n_head, seq_len, kv_len))?,
-        mask,
+        &mask.to_dtype(scores.dtype())?,
         scale,
     )?;
     p.reshape((b_sz, n_kv_head, n_rep * seq_len, kv_len))?
@@ -203,7 +214,10 @@ mod tests {
         };
         let want = run(reference);
         // the fused CPU op and the composed form the GPU runs
-        for (name, ours) in [("fused", run(attention)), ("composed", run(grouped))] {
+        let fused = |q: &Tensor, k: &Tensor, v: &Tensor, m: &Tensor, s: f64| {
+            attention(Backend::CpuKernels, q, k, v, m, s)
+        };
+        for (name, ours) in [("fused", run(fused)), ("composed", run(grouped))] {
             for (what, (a, b)) in ["values", "dq", "dk", "dv"]
                 .iter()
                 .zip(ours.iter().zip(&want))

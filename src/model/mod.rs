@@ -12,8 +12,8 @@
 
 pub mod adapted;
 pub mod attend;
+pub mod backend;
 pub mod block;
-pub mod checkpoint;
 pub mod composed;
 pub mod config;
 pub mod fastmath;
@@ -26,10 +26,12 @@ pub mod pack;
 pub mod peft;
 pub mod qlinear;
 pub mod qweight;
+pub mod recompute;
 
 use candle_core::{DType, Device, Result, Tensor};
 
 use crate::gguf::{GgufError, GgufFile};
+pub use backend::{Backend, BackendChoice, Execution};
 use block::{Block, BlockInputs, Linears};
 pub use config::{Arch, Config};
 use fused::rms_norm;
@@ -49,13 +51,15 @@ pub struct Model {
     blocks: Vec<Block>,
     rope_freq_factors: Option<Vec<f32>>,
     device: Device,
-    /// The output matrix in quantized row blocks on the device, when the generic (GPU) path runs.
-    head_blocks: Option<Vec<candle_core::quantized::QTensor>>,
+    /// How every op runs, fixed at load.
+    backend: Backend,
+    /// The output matrix in quantized row blocks on the device, for the Candle backend's head.
+    head_blocks: Vec<candle_core::quantized::QTensor>,
     /// Training forwards keep only each block's input and recompute the block in the backward.
     checkpointing: bool,
     /// Pairs run as one row each, their common prefix computed once (see `pack`).
     prefix_sharing: bool,
-    /// Activation type of the forward: f32, or bf16/f16 on the device path (the log-softmax,
+    /// Activation type of the forward: f32, or bf16/f16 on the Candle backend (the log-softmax,
     /// the loss and the LoRA weights stay f32).
     dtype: DType,
 }
@@ -80,21 +84,41 @@ pub struct SeqLogps {
 }
 
 impl Model {
-    /// Load onto `device`. The weights are read and prepared on the host (llama's Q/K rows
+    /// Load as `exec` says. The weights are read and prepared on the host (llama's Q/K rows
     /// reordered) and stay there for the CPU kernels; on another device they are copied there
-    /// once, still quantized, and every op runs through candle's generic ops.
-    pub fn load(f: &GgufFile, device: &Device) -> std::result::Result<Self, GgufError> {
+    /// once, still quantized. The backend and dtype are fixed from here on.
+    pub fn load(f: &GgufFile, exec: &Execution) -> std::result::Result<Self, GgufError> {
         let mut m = Self::load_host(f)?;
-        if !device.is_cpu() {
-            m.use_device(device)
+        if exec.backend == Backend::CpuKernels
+            && (!exec.device.is_cpu() || exec.dtype != DType::F32)
+        {
+            return Err(tensor_err(
+                f,
+                "(loading)",
+                candle_core::Error::Msg(format!(
+                    "the CPU kernels run f32 on the CPU, not {:?} on {:?}",
+                    exec.dtype,
+                    exec.device.location()
+                )),
+            ));
+        }
+        m.backend = exec.backend;
+        m.dtype = exec.dtype;
+        if !exec.device.is_cpu() {
+            m.move_to(&exec.device)
                 .map_err(|e| tensor_err(f, "(moving to the device)", e))?;
+        }
+        if exec.backend == Backend::Candle {
+            m.head_blocks = m
+                .output_weight()
+                .row_blocks_on(HEAD_BLOCK_ROWS, &exec.device)
+                .map_err(|e| tensor_err(f, "(output blocks)", e))?;
         }
         Ok(m)
     }
 
-    /// Run every op through candle's device-generic path on `device` (what a GPU runs; on the
-    /// CPU this is for tests that compare the two paths).
-    pub fn use_device(&mut self, device: &Device) -> Result<()> {
+    /// Copy the quantized weights and the norms to `device` (for the Candle backend there).
+    fn move_to(&mut self, device: &Device) -> Result<()> {
         for b in &mut self.blocks {
             for l in [
                 &mut b.q,
@@ -123,22 +147,7 @@ impl Model {
             }
         }
         self.output_norm = self.output_norm.to_device(device)?;
-        self.head_blocks = Some(
-            self.output_weight()
-                .row_blocks_on(HEAD_BLOCK_ROWS, device)?,
-        );
         self.device = device.clone();
-        Ok(())
-    }
-
-    /// Compute in `dtype` (bf16 or f16 on a GPU). The CPU kernels are f32 only.
-    pub fn set_dtype(&mut self, dtype: DType) -> Result<()> {
-        if dtype != DType::F32 && self.head_blocks.is_none() {
-            candle_core::bail!(
-                "{dtype:?} compute needs a GPU (or the device path); the CPU runs f32"
-            )
-        }
-        self.dtype = dtype;
         Ok(())
     }
 
@@ -146,8 +155,22 @@ impl Model {
         self.dtype
     }
 
+    /// How the ops run (see `backend`).
+    pub fn backend(&self) -> Backend {
+        self.backend
+    }
+
+    /// The device, dtype and backend the model was loaded with.
+    pub fn execution(&self) -> Execution {
+        Execution {
+            device: self.device.clone(),
+            dtype: self.dtype,
+            backend: self.backend,
+        }
+    }
+
     /// Gradient checkpointing of training forwards (`Adapters::Train`), on by default: each
-    /// block is run again in the backward instead of keeping its intermediates (see `checkpoint`).
+    /// block is run again in the backward instead of keeping its intermediates (see `recompute`).
     pub fn set_checkpointing(&mut self, on: bool) {
         self.checkpointing = on;
     }
@@ -273,7 +296,8 @@ impl Model {
             blocks,
             rope_freq_factors,
             device: device.clone(),
-            head_blocks: None,
+            backend: Backend::CpuKernels,
+            head_blocks: Vec::new(),
             checkpointing: true,
             prefix_sharing: true,
             dtype: DType::F32,
@@ -407,6 +431,7 @@ impl Model {
                 _ => &global_mask,
             };
             let inputs = BlockInputs {
+                backend: self.backend,
                 b_sz,
                 seq_len,
                 cos: cos.clone(),
@@ -415,7 +440,7 @@ impl Model {
             };
             x = match adapters {
                 Adapters::Train(lora, seed) if self.checkpointing => {
-                    checkpoint::block(c, b, &inputs, il, &x, lora, seed)?
+                    recompute::block(c, b, &inputs, il, &x, lora, seed)?
                 }
                 _ => {
                     let delta = |t| Ok(Self::branch(il, t, adapters));
@@ -423,7 +448,7 @@ impl Model {
                 }
             };
         }
-        rms_norm(&x, &self.output_norm, c.rms_eps)
+        rms_norm(self.backend, &x, &self.output_norm, c.rms_eps)
     }
 
     /// Log-probs of the scored tokens of each sequence, batched with right padding. The head
@@ -469,12 +494,12 @@ impl Model {
         let hidden = self.forward_rows(&p.ids, &p.rows, p.seq_len, adapters)?;
         let flat = hidden.reshape((p.rows.len() * p.seq_len, self.config.hidden))?;
         let picked = flat.index_select(&Tensor::new(rows.as_slice(), &self.device)?, 0)?;
-        let tokens = match &self.head_blocks {
-            Some(blocks) => {
+        let tokens = match self.backend {
+            Backend::Candle => {
                 let trow = self.output_weight().gather_rows(&targets, &self.device)?;
-                head::token_logps_blocks(&picked, &trow, blocks)?
+                head::token_logps_blocks(&picked, &trow, &self.head_blocks)?
             }
-            None => head::token_logps(&picked, &targets, self.output_weight())?,
+            Backend::CpuKernels => head::token_logps(&picked, &targets, self.output_weight())?,
         };
         // sums = S (n_seq, n_tok) · tokens: a differentiable segment sum.
         let (n_seq, n_tok) = (ranges.len(), targets.len());

@@ -5,15 +5,17 @@
 //! `xᵀ · g` for the weight on every step, and `QMatMul` drops the input gradient entirely).
 //! Does not: hold LoRA (see `lora`), which adds its own differentiable branch beside this one.
 //!
-//! Two ways to run: the CPU kernel (a custom op over the host [`QWeight`]), or, on a GPU (or when
-//! forced for tests), a copy of the quantized weight on the device, dequantized per forward and
-//! multiplied with candle's device-generic matmul (the weight stays quantized at rest).
+//! Two forms, chosen by the model's [`Backend`]: the CPU kernel (a custom op over the host
+//! [`QWeight`]), or candle's ops: the quantized weight (a copy on the device, or the host one on
+//! the CPU) dequantized per product and multiplied with candle's matmul (at rest it stays
+//! quantized).
 
 use std::sync::Arc;
 
 use candle_core::quantized::{QStorage, QTensor};
 use candle_core::{CpuStorage, CustomOp1, Device, Layout, Result, Shape, Tensor};
 
+use super::backend::{enter_cpu_kernel, Backend};
 use super::qweight::QWeight;
 
 /// `x (.., in) -> (.., out)` through a frozen weight `(out, in)` and an optional f32 bias `(out,)`.
@@ -21,7 +23,8 @@ use super::qweight::QWeight;
 pub struct QLinear {
     weight: Arc<QWeight>,
     bias: Option<Tensor>,
-    /// The quantized weight on the compute device, when the generic path is used.
+    /// The quantized weight on a non-CPU device (the Candle backend there); the CPU reads the
+    /// host copy.
     on_device: Option<Arc<QTensor>>,
 }
 
@@ -34,8 +37,8 @@ impl QLinear {
         }
     }
 
-    /// Run on `device` through candle's generic ops: the quantized weight (and the bias) are
-    /// copied there once; the host copy stays for exports and the CPU kernel.
+    /// Copy the quantized weight (and the bias) to `device` once, for the Candle backend there;
+    /// the host copy stays for exports.
     pub fn use_device(&mut self, device: &Device) -> Result<()> {
         let q = self.weight.qtensor();
         let storage = QStorage::from_data(q.data()?, device, q.dtype())?;
@@ -62,12 +65,15 @@ impl QLinear {
         self.bias.as_ref()
     }
 
-    /// Whether the forward runs the CPU kernel over the host weight (not the generic path).
-    pub(crate) fn runs_cpu_kernel(&self) -> bool {
-        self.on_device.is_none()
+    /// The quantized weight the Candle backend dequantizes: the device copy, else the host one.
+    fn candle_weight(&self) -> &QTensor {
+        match &self.on_device {
+            Some(q) => q,
+            None => self.weight.qtensor(),
+        }
     }
 
-    pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
+    pub fn forward(&self, be: Backend, x: &Tensor) -> Result<Tensor> {
         let dims = x.dims().to_vec();
         let in_f = *dims.last().unwrap_or(&0);
         if in_f != self.in_features() {
@@ -78,12 +84,18 @@ impl QLinear {
         }
         let n = x.elem_count() / in_f.max(1);
         let x2 = x.reshape((n, in_f))?.contiguous()?;
-        let y = match &self.on_device {
+        let y = match be {
             // The dequantized weight is a constant here: only x's gradient flows.
-            Some(q) => x2.matmul(&q.dequantize(x.device())?.to_dtype(x.dtype())?.t()?)?,
-            None => x2.apply_op1(QMatMulOp {
-                weight: self.weight.clone(),
-            })?,
+            Backend::Candle => {
+                let w = self.candle_weight().dequantize(x.device())?;
+                x2.matmul(&w.to_dtype(x.dtype())?.t()?)?
+            }
+            Backend::CpuKernels => {
+                enter_cpu_kernel("frozen linear", &x2)?;
+                x2.apply_op1(QMatMulOp {
+                    weight: self.weight.clone(),
+                })?
+            }
         };
         let mut out_dims = dims;
         *out_dims.last_mut().unwrap() = self.out_features();
@@ -99,14 +111,15 @@ impl QLinear {
     /// The input gradient `g · W` for `g (n, out)`, no graph: the backward of
     /// [`QLinear::forward`] (the bias has none). Used where the forward's value came from
     /// elsewhere (a checkpointed block's recompute reusing an earlier output).
-    pub(crate) fn input_grad(&self, g: &Tensor) -> Result<Tensor> {
+    pub(crate) fn input_grad(&self, be: Backend, g: &Tensor) -> Result<Tensor> {
         let (n, _) = g.dims2()?;
-        match &self.on_device {
-            Some(q) => {
-                let w = q.dequantize(g.device())?.to_dtype(g.dtype())?;
-                g.detach().matmul(&w)
+        match be {
+            Backend::Candle => {
+                let w = self.candle_weight().dequantize(g.device())?;
+                g.detach().matmul(&w.to_dtype(g.dtype())?)
             }
-            None => {
+            Backend::CpuKernels => {
+                enter_cpu_kernel("frozen linear backward", g)?;
                 let gv = g.contiguous()?.flatten_all()?.to_vec1::<f32>()?;
                 let gx = self.weight.matmul(&gv, n)?;
                 Tensor::from_vec(gx, (n, self.weight.cols()), g.device())
@@ -205,7 +218,7 @@ mod tests {
             let x0 = uniform_values(n * k, 3, 2.0);
             let x = Var::from_vec(x0.clone(), (n, k), &dev).unwrap();
             let loss = lin
-                .forward(x.as_tensor())
+                .forward(Backend::CpuKernels, x.as_tensor())
                 .unwrap()
                 .mul(&r)
                 .unwrap()
@@ -221,7 +234,7 @@ mod tests {
                 .unwrap();
             let f = |xs: Vec<f32>| -> f64 {
                 let xt = Tensor::from_vec(xs, (n, k), &dev).unwrap();
-                lin.forward(&xt)
+                lin.forward(Backend::CpuKernels, &xt)
                     .unwrap()
                     .mul(&r)
                     .unwrap()
@@ -257,7 +270,7 @@ mod tests {
             Some(b.clone()),
         );
         let x = Tensor::from_vec(uniform_values(2 * 3 * 32, 3, 1.0), (2, 3, 32), &dev).unwrap();
-        let y = lin.forward(&x).unwrap();
+        let y = lin.forward(Backend::CpuKernels, &x).unwrap();
         let want = x
             .broadcast_matmul(&w.t().unwrap())
             .unwrap()

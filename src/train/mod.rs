@@ -232,11 +232,15 @@ pub fn run(recipe: &Recipe, opts: &Options) -> Result<Outcome> {
     let out_dir = &recipe.output.dir;
     prepare_output(out_dir, opts.resume)?;
     let device = recipe.device.open_and_report().context("device")?;
-    let mut loaded = Loaded::open_on(&recipe.model.path, &device).context("model.path")?;
-    loaded
-        .model
-        .set_dtype(recipe.dtype.resolve(&device))
-        .map_err(|e| anyhow::anyhow!("dtype: {e}"))?;
+    let exec =
+        crate::model::Execution::choose(device, recipe.dtype, recipe.backend).map_err(|e| {
+            anyhow::anyhow!(
+                "dtype: {:?}, backend: {}: {e}",
+                recipe.dtype,
+                recipe.backend
+            )
+        })?;
+    let mut loaded = Loaded::open_on(&recipe.model.path, &exec).context("model.path")?;
     loaded
         .model
         .set_checkpointing(recipe.train.gradient_checkpointing);
@@ -496,13 +500,17 @@ fn build_reference(ctx: &Ctx, frozen: Option<Lora>, progress: bool) -> Result<Re
         files.push(e);
     }
     let limits = Limits::from_recipe(&r.data, &ctx.loaded.tok);
-    let key = reference::cache_key(
-        &ctx.loaded.path,
-        &files,
-        &limits,
-        r.lora.init_from.as_deref(),
-        (r.data.eval_fraction, r.train.seed),
-    )
+    let model = &ctx.loaded.model;
+    let key = reference::cache_key(&reference::KeyInputs {
+        model_file: &ctx.loaded.path,
+        data_files: &files,
+        limits: &limits,
+        init_from: r.lora.init_from.as_deref(),
+        eval_split: (r.data.eval_fraction, r.train.seed),
+        dtype: model.dtype(),
+        device: model.device().location(),
+        backend: model.backend(),
+    })
     .context("reference cache key")?;
     let dir = r
         .reference

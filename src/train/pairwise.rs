@@ -11,16 +11,16 @@
 //! one that mixes pairs) is split exactly, and each pair's graph is walked on the core that built
 //! it. A pair's values do not depend on the others in its micro-batch, nor on the number of cores.
 
-use candle_core::{Device, Result, Tensor, Var};
+use candle_core::{Result, Tensor, Var};
 
 use super::{reference, RefVals};
 use crate::data::batch::TrainPair;
-use crate::model::{lanes, Adapters, Model};
+use crate::model::{lanes, Adapters, Backend, Model};
 use crate::rng::SplitMix64;
 
 /// The forwards of a micro-batch, pair by pair.
 pub struct Forward {
-    device: Device,
+    backend: Backend,
     /// The policy's summed completion log-probs, `(1,)` each, in pair order.
     chosen: Vec<Tensor>,
     rejected: Vec<Tensor>,
@@ -53,14 +53,14 @@ pub fn forward(
     // with no reference pass beside them: the reference adds time, not memory.
     let reference = match refs {
         RefVals::Compute { model, frozen } => {
-            Some(lanes::map(model.device(), pairs.to_vec(), |p| {
+            Some(lanes::map(model.backend(), pairs.to_vec(), |p| {
                 reference::compute(model, *frozen, &[p]).map(|v| v[0])
             })?)
         }
         RefVals::Given(v) => Some(v.clone()),
         RefVals::None => None,
     };
-    let per_pair = lanes::map(model.device(), (0..pairs.len()).collect(), |i| {
+    let per_pair = lanes::map(model.backend(), (0..pairs.len()).collect(), |i| {
         let adapters = match policy {
             Adapters::Train(lora, seed) => Adapters::Train(lora, pair_seed(seed, i)),
             other => other,
@@ -71,7 +71,7 @@ pub fn forward(
         Ok::<_, candle_core::Error>((sums.narrow(0, 0, 1)?, sums.narrow(0, 1, 1)?, tokens))
     })?;
     let mut f = Forward {
-        device: model.device().clone(),
+        backend: model.backend(),
         chosen: Vec::with_capacity(pairs.len()),
         rejected: Vec::with_capacity(pairs.len()),
         reference,
@@ -116,7 +116,7 @@ impl Forward {
             }
         };
         let (wc, wr) = (weights(&c)?, weights(&r)?);
-        let per_pair = lanes::map(&self.device, (0..self.chosen.len()).collect(), |i| {
+        let per_pair = lanes::map(self.backend, (0..self.chosen.len()).collect(), |i| {
             let s = ((&self.chosen[i] * wc[i] as f64)? + (&self.rejected[i] * wr[i] as f64)?)?;
             let g = s.sum_all()?.backward()?;
             Ok::<_, candle_core::Error>(

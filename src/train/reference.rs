@@ -1,18 +1,20 @@
 //! π_ref's log-probs: from the same loaded base with adapters off (plus a frozen `init_from`
 //! adapter) at every step, or precomputed once and cached on disk.
 //!
-//! The cache key is a SHA-256 over everything the values depend on: the model file, the data
-//! files, the truncation settings, the `init_from` adapter's bytes, and this format's version. A
-//! later run with the same key reuses the values and runs no reference forward at all.
+//! The cache key is a SHA-256 over everything the values depend on ([`KeyInputs`]): the model
+//! file, the data files, the truncation settings and BOS rule, the held-out split, the
+//! `init_from` adapter's bytes, the activation dtype, the device kind, the backend, and this format's and
+//! build's version. A later run with the same key reuses the values and runs no reference
+//! forward at all; a CPU f32 cache is never read by a CUDA bf16 run.
 
 use std::io::Read;
 use std::path::{Path, PathBuf};
 
-use candle_core::Result;
+use candle_core::{DType, DeviceLocation, Result};
 use sha2::{Digest, Sha256};
 
 use crate::data::batch::{Limits, TrainPair};
-use crate::model::{Adapters, Lora, Model, Scored};
+use crate::model::{Adapters, Backend, Lora, Model, Scored};
 
 /// Reference `(chosen, rejected)` sums, one per pair.
 pub type PairValues = Vec<(f32, f32)>;
@@ -74,28 +76,56 @@ pub fn file_sha256(path: &Path) -> std::io::Result<String> {
     Ok(format!("{:x}", h.finalize()))
 }
 
-/// The cache key: every input the reference values depend on.
-pub fn cache_key(
-    model_file: &Path,
-    data_files: &[&Path],
-    limits: &Limits,
-    init_from: Option<&Path>,
-    eval_split: (f64, u64),
-) -> std::io::Result<String> {
+/// Everything the reference values depend on, hashed into the cache key.
+pub struct KeyInputs<'a> {
+    /// The GGUF file: weights, tokenizer and chat template.
+    pub model_file: &'a Path,
+    /// The train (and eval) JSONL files.
+    pub data_files: &'a [&'a Path],
+    /// Truncation settings and the BOS rule.
+    pub limits: &'a Limits,
+    /// The frozen starting adapter, when the reference is base + adapter.
+    pub init_from: Option<&'a Path>,
+    /// `(eval_fraction, seed)`: which pairs are held out when no eval file is given.
+    pub eval_split: (f64, u64),
+    /// The activation type of the forward.
+    pub dtype: DType,
+    /// The device kind the forward ran on (CPU, CUDA, Metal): their kernels round differently.
+    pub device: DeviceLocation,
+    /// Our CPU kernels or candle's ops: they round differently too.
+    pub backend: Backend,
+}
+
+/// The cache key: a SHA-256 over every [`KeyInputs`] field, and over this format's and this
+/// build's version (the tokenizer and the forward are ours, so a new version recomputes).
+pub fn cache_key(k: &KeyInputs) -> std::io::Result<String> {
     let mut h = Sha256::new();
-    h.update(b"dpo-lora reference v1\n");
-    h.update(file_sha256(model_file)?.as_bytes());
-    for f in data_files {
+    h.update(b"dpo-lora reference v2\n");
+    h.update(env!("CARGO_PKG_VERSION").as_bytes());
+    h.update(file_sha256(k.model_file)?.as_bytes());
+    for f in k.data_files {
         h.update(file_sha256(f)?.as_bytes());
     }
+    let l = k.limits;
+    let device = match k.device {
+        DeviceLocation::Cpu => "cpu",
+        DeviceLocation::Cuda { .. } => "cuda",
+        DeviceLocation::Metal { .. } => "metal",
+    };
     h.update(
         format!(
-            "{:?} {:?} {:?} {:?}\n",
-            limits.max_length, limits.max_prompt_length, limits.truncation, eval_split
+            "{:?} {:?} {:?} {:?} {:?} {:?} {device} {:?}\n",
+            l.max_length,
+            l.max_prompt_length,
+            l.truncation,
+            l.bos,
+            k.eval_split,
+            k.dtype,
+            k.backend
         )
         .as_bytes(),
     );
-    if let Some(dir) = init_from {
+    if let Some(dir) = k.init_from {
         h.update(file_sha256(&dir.join("adapter_model.safetensors"))?.as_bytes());
         h.update(std::fs::read(dir.join("adapter_config.json")).unwrap_or_default());
     }
@@ -149,4 +179,65 @@ pub fn store(
     std::fs::write(&tmp, text)?;
     std::fs::rename(&tmp, &path)?;
     Ok(path)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::recipe::Truncation;
+
+    /// A change of dtype, device kind or backend gives another key, so the other run's cache is
+    /// missed;
+    /// the same inputs give the same key, and a stored value is found under it.
+    #[test]
+    fn dtype_and_device_are_part_of_the_key() {
+        let dir = tempfile::tempdir().unwrap();
+        let (model, data) = (dir.path().join("m.gguf"), dir.path().join("d.jsonl"));
+        std::fs::write(&model, b"weights").unwrap();
+        std::fs::write(&data, b"{}\n").unwrap();
+        let limits = Limits {
+            max_length: 64,
+            max_prompt_length: None,
+            truncation: Truncation::KeepEnd,
+            bos: None,
+        };
+        let files = [data.as_path()];
+        let key_with = |dtype, device, backend| {
+            cache_key(&KeyInputs {
+                model_file: &model,
+                data_files: &files,
+                limits: &limits,
+                init_from: None,
+                eval_split: (0.0, 1),
+                dtype,
+                device,
+                backend,
+            })
+            .unwrap()
+        };
+        let key = |dtype, device| key_with(dtype, device, Backend::Candle);
+        let cpu_f32 = key_with(DType::F32, DeviceLocation::Cpu, Backend::CpuKernels);
+        assert_eq!(
+            cpu_f32,
+            key_with(DType::F32, DeviceLocation::Cpu, Backend::CpuKernels)
+        );
+        let cache = dir.path().join("cache");
+        store(&cache, &cpu_f32, &[(-1.0, -2.0)], &[]).unwrap();
+        assert!(load_cached(&cache, &cpu_f32, 1, 0).is_some());
+        for other in [
+            key(DType::F32, DeviceLocation::Cpu),
+            key(DType::BF16, DeviceLocation::Cpu),
+            key(DType::F32, DeviceLocation::Cuda { gpu_id: 0 }),
+            key(DType::BF16, DeviceLocation::Cuda { gpu_id: 0 }),
+            key(DType::F32, DeviceLocation::Metal { gpu_id: 0 }),
+        ] {
+            assert_ne!(other, cpu_f32);
+            assert!(load_cached(&cache, &other, 1, 0).is_none());
+        }
+        // The second GPU of a machine computes as the first: one cache for both.
+        assert_eq!(
+            key(DType::BF16, DeviceLocation::Cuda { gpu_id: 0 }),
+            key(DType::BF16, DeviceLocation::Cuda { gpu_id: 1 })
+        );
+    }
 }

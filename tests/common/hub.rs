@@ -8,9 +8,9 @@ use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{TcpListener, TcpStream};
 use std::sync::{Arc, Mutex};
 
+use super::sha256_hex;
 use dpo_lora::export::hub::HubAccess;
 use serde_json::{json, Value};
-use super::sha256_hex;
 
 pub const TOKEN: &str = "hf_test_token_5f2a";
 pub const REPO: &str = "alice/tiny-dpo";

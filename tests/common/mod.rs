@@ -157,6 +157,16 @@ pub fn assert_fails_with(o: &Output, needles: &[&str]) {
 /// `dpo-lora score` of `data` on `model` (with `adapter` when given): the summed log-probs
 /// `(chosen, rejected)` of each record, in file order.
 pub fn score(model: &Path, adapter: Option<&Path>, data: &Path) -> Vec<(f64, f64)> {
+    score_with(model, adapter, data, &[])
+}
+
+/// [`score`] with more arguments (`--backend candle`, ...).
+pub fn score_with(
+    model: &Path,
+    adapter: Option<&Path>,
+    data: &Path,
+    extra: &[&str],
+) -> Vec<(f64, f64)> {
     let mut args = vec![
         "score",
         "--model",
@@ -167,6 +177,7 @@ pub fn score(model: &Path, adapter: Option<&Path>, data: &Path) -> Vec<(f64, f64
     if let Some(a) = adapter {
         args.extend(["--adapter", a.to_str().unwrap()]);
     }
+    args.extend(extra);
     let o = run(&args);
     assert!(o.status.success(), "score: {}", stderr(&o));
     String::from_utf8_lossy(&o.stdout)
@@ -225,6 +236,12 @@ pub fn max_abs_diff<T: Copy + Into<f64>>(a: &[T], b: &[T]) -> f64 {
         .zip(b)
         .map(|(x, y)| ((*x).into() - (*y).into()).abs())
         .fold(0.0, f64::max)
+}
+
+/// The largest difference between two lists of `(chosen, rejected)` scores.
+pub fn max_pair_diff(a: &[(f64, f64)], b: &[(f64, f64)]) -> f64 {
+    let flat = |x: &[(f64, f64)]| x.iter().flat_map(|p| [p.0, p.1]).collect::<Vec<f64>>();
+    max_abs_diff(&flat(a), &flat(b))
 }
 
 /// `max |a|`: the scale a difference is read against.

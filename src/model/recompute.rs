@@ -1,4 +1,5 @@
-//! Gradient checkpointing per transformer block: the training forward keeps only each block's
+//! Gradient checkpointing per transformer block (the recompute; saved training state is
+//! `train::checkpoint`): the training forward keeps only each block's
 //! input, and the backward runs the block again to get its gradients.
 //!
 //! Without it a training step holds every block's intermediate tensors (norms, q/k/v, attention
@@ -28,6 +29,7 @@ use candle_core::{
     Tensor, Var,
 };
 
+use super::backend::Backend;
 use super::block::{Block, BlockInputs, Linears};
 use super::config::Config;
 use super::lora::{Branch, Dropout, Lora, Target};
@@ -251,7 +253,7 @@ impl CustomOp2 for BlockCheckpoint {
 
 /// `lin.forward(x)` whose value is `y`, an earlier forward of the same `x` (bias included):
 /// no multiply, and the backward is still `lin`'s input gradient `g · W`.
-pub(crate) fn reuse(lin: &QLinear, x: &Tensor, y: &Tensor) -> Result<Tensor> {
+pub(crate) fn reuse(be: Backend, lin: &QLinear, x: &Tensor, y: &Tensor) -> Result<Tensor> {
     let (in_f, out_f) = (lin.in_features(), lin.out_features());
     let n = x.elem_count() / in_f.max(1);
     if y.elem_count() != n * out_f {
@@ -262,6 +264,7 @@ pub(crate) fn reuse(lin: &QLinear, x: &Tensor, y: &Tensor) -> Result<Tensor> {
         )
     }
     let out = x.reshape((n, in_f))?.apply_op1(Reuse {
+        be,
         lin: lin.clone(),
         out: Mutex::new(Some(y.reshape((n, out_f))?)),
     })?;
@@ -270,6 +273,7 @@ pub(crate) fn reuse(lin: &QLinear, x: &Tensor, y: &Tensor) -> Result<Tensor> {
 
 /// The graph node of [`reuse`]: arg `x (n, in)`, value the kept output `(n, out)`.
 struct Reuse {
+    be: Backend,
     lin: QLinear,
     out: Mutex<Option<Tensor>>,
 }
@@ -292,6 +296,6 @@ impl CustomOp1 for Reuse {
     }
 
     fn bwd(&self, _x: &Tensor, _res: &Tensor, grad: &Tensor) -> Result<Option<Tensor>> {
-        self.lin.input_grad(grad).map(Some)
+        self.lin.input_grad(self.be, grad).map(Some)
     }
 }
