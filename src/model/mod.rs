@@ -18,6 +18,7 @@ pub mod composed;
 pub mod config;
 pub mod fastmath;
 pub mod fused;
+pub mod handover;
 pub mod head;
 pub mod lanes;
 pub mod layers;

@@ -10,12 +10,15 @@
 //! the CPU) dequantized per product and multiplied with candle's matmul (at rest it stays
 //! quantized).
 
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
 use candle_core::quantized::{QStorage, QTensor};
-use candle_core::{CpuStorage, CustomOp1, Device, Layout, Result, Shape, Tensor};
+use candle_core::{
+    CpuStorage, CudaStorage, CustomOp1, Device, Layout, MetalStorage, Result, Shape, Tensor,
+};
 
 use super::backend::{enter_cpu_kernel, Backend};
+use super::handover::{self, handover};
 use super::qweight::QWeight;
 
 /// `x (.., in) -> (.., out)` through a frozen weight `(out, in)` and an optional f32 bias `(out,)`.
@@ -85,10 +88,21 @@ impl QLinear {
         let n = x.elem_count() / in_f.max(1);
         let x2 = x.reshape((n, in_f))?.contiguous()?;
         let y = match be {
-            // The dequantized weight is a constant here: only x's gradient flows.
+            // The product is formed off the graph and the dequantized W dropped at once; the
+            // backward dequantizes it again (`input_grad`). A matmul in the graph would keep W
+            // alive until the backward and form its gradient `xᵀ · g`, which nobody reads.
             Backend::Candle => {
-                let w = self.candle_weight().dequantize(x.device())?;
-                x2.matmul(&w.to_dtype(x.dtype())?.t()?)?
+                let y = {
+                    let w = self.candle_weight().dequantize(x.device())?;
+                    x2.detach().matmul(&w.to_dtype(x.dtype())?.t()?)?
+                };
+                let y = match &self.bias {
+                    Some(b) => y.broadcast_add(&b.to_dtype(y.dtype())?)?,
+                    None => y,
+                };
+                let mut out_dims = dims;
+                *out_dims.last_mut().unwrap() = self.out_features();
+                return given(be, self, &x2, &y)?.reshape(out_dims);
             }
             Backend::CpuKernels => {
                 enter_cpu_kernel("frozen linear", &x2)?;
@@ -125,6 +139,56 @@ impl QLinear {
                 Tensor::from_vec(gx, (n, self.weight.cols()), g.device())
             }
         }
+    }
+}
+
+/// `lin.forward(x)` whose value is `y`, computed without a graph (a checkpointed block's kept
+/// output, or the Candle backend's product whose dequantized weight is already dropped), bias
+/// included: no multiply here, and the backward is still `lin`'s input gradient `g · W`.
+pub(crate) fn given(be: Backend, lin: &QLinear, x: &Tensor, y: &Tensor) -> Result<Tensor> {
+    let (in_f, out_f) = (lin.in_features(), lin.out_features());
+    let n = x.elem_count() / in_f.max(1);
+    if y.elem_count() != n * out_f {
+        candle_core::bail!(
+            "frozen linear: given output {:?} for input {:?}",
+            y.dims(),
+            x.dims()
+        )
+    }
+    let out = x.reshape((n, in_f))?.apply_op1(Reuse {
+        be,
+        lin: lin.clone(),
+        out: Mutex::new(Some(y.reshape((n, out_f))?)),
+    })?;
+    out.reshape(y.shape())
+}
+
+/// The graph node of [`given`]: arg `x (n, in)`, value the kept output `(n, out)`.
+struct Reuse {
+    be: Backend,
+    lin: QLinear,
+    out: Mutex<Option<Tensor>>,
+}
+
+impl CustomOp1 for Reuse {
+    fn name(&self) -> &'static str {
+        "frozen-linear-given-value"
+    }
+
+    fn cpu_fwd(&self, _: &CpuStorage, _: &Layout) -> Result<(CpuStorage, Shape)> {
+        handover(&self.out, handover::cpu)
+    }
+
+    fn cuda_fwd(&self, _: &CudaStorage, _: &Layout) -> Result<(CudaStorage, Shape)> {
+        handover(&self.out, handover::cuda)
+    }
+
+    fn metal_fwd(&self, _: &MetalStorage, _: &Layout) -> Result<(MetalStorage, Shape)> {
+        handover(&self.out, handover::metal)
+    }
+
+    fn bwd(&self, _x: &Tensor, _res: &Tensor, grad: &Tensor) -> Result<Option<Tensor>> {
+        self.lin.input_grad(self.be, grad).map(Some)
     }
 }
 

@@ -15,7 +15,7 @@
 //! the vector-Jacobian products of `x` and of the flat LoRA tensor.
 //!
 //! The first run keeps the outputs of the o, gate, up and down linears (`block::KEPT`); the
-//! second run takes them back (through [`reuse`], or the fused adapted-linear op with the kept
+//! second run takes them back (through `qlinear::given`, or the fused adapted-linear op with the kept
 //! product as its value) instead of multiplying again: the recompute multiplies only q, k and v.
 //! Measured on SmolLM2 (256 tokens, 2 pairs): gate/up kept 655 MiB / ~5.6 s per DPO step; all
 //! four 710 MiB / ~5.1 s.
@@ -23,17 +23,14 @@
 use std::cell::RefCell;
 use std::sync::Mutex;
 
-use candle_core::backend::BackendStorage;
 use candle_core::{
-    CpuStorage, CudaStorage, CustomOp1, CustomOp2, Layout, MetalStorage, Result, Shape, Storage,
-    Tensor, Var,
+    CpuStorage, CudaStorage, CustomOp2, Layout, MetalStorage, Result, Shape, Tensor, Var,
 };
 
-use super::backend::Backend;
 use super::block::{Block, BlockInputs, Linears};
 use super::config::Config;
+use super::handover::{self, handover};
 use super::lora::{Branch, Dropout, Lora, Target};
-use super::qlinear::QLinear;
 
 /// One adapter's place in the flat tensor: A `(r, in)` at `a_off`, B `(out, r)` at `b_off`.
 #[derive(Clone)]
@@ -149,46 +146,6 @@ struct BlockCheckpoint {
     kept: Mutex<Vec<Tensor>>,
 }
 
-/// Take the tensor a custom op hands to the graph as its value, as `(storage, shape)`: its
-/// storage is cloned once (one activation).
-fn handover<T>(
-    stash: &Mutex<Option<Tensor>>,
-    pick: impl Fn(&Storage, &Layout) -> Result<T>,
-) -> Result<(T, Shape)> {
-    let y = stash
-        .lock()
-        .map_err(|_| candle_core::Error::Msg("checkpoint: poisoned output".into()))?
-        .take()
-        .ok_or_else(|| candle_core::Error::Msg("checkpoint: output taken twice".into()))?
-        .contiguous()?;
-    let (s, l) = y.storage_and_layout();
-    if l.start_offset() != 0 {
-        candle_core::bail!("checkpoint: handed-over output is a view")
-    }
-    Ok((pick(&s, l)?, y.shape().clone()))
-}
-
-fn cpu(s: &Storage, l: &Layout) -> Result<CpuStorage> {
-    match s {
-        Storage::Cpu(s) => s.try_clone(l),
-        _ => candle_core::bail!("checkpoint: output is not on the CPU"),
-    }
-}
-
-fn cuda(s: &Storage, l: &Layout) -> Result<CudaStorage> {
-    match s {
-        Storage::Cuda(s) => s.try_clone(l),
-        _ => candle_core::bail!("checkpoint: output is not on the CUDA device"),
-    }
-}
-
-fn metal(s: &Storage, l: &Layout) -> Result<MetalStorage> {
-    match s {
-        Storage::Metal(s) => s.try_clone(l),
-        _ => candle_core::bail!("checkpoint: output is not on the Metal device"),
-    }
-}
-
 impl CustomOp2 for BlockCheckpoint {
     fn name(&self) -> &'static str {
         "block-checkpoint"
@@ -201,7 +158,7 @@ impl CustomOp2 for BlockCheckpoint {
         _: &CpuStorage,
         _: &Layout,
     ) -> Result<(CpuStorage, Shape)> {
-        handover(&self.out, cpu)
+        handover(&self.out, handover::cpu)
     }
 
     fn cuda_fwd(
@@ -211,7 +168,7 @@ impl CustomOp2 for BlockCheckpoint {
         _: &CudaStorage,
         _: &Layout,
     ) -> Result<(CudaStorage, Shape)> {
-        handover(&self.out, cuda)
+        handover(&self.out, handover::cuda)
     }
 
     fn metal_fwd(
@@ -221,7 +178,7 @@ impl CustomOp2 for BlockCheckpoint {
         _: &MetalStorage,
         _: &Layout,
     ) -> Result<(MetalStorage, Shape)> {
-        handover(&self.out, metal)
+        handover(&self.out, handover::metal)
     }
 
     fn bwd(
@@ -248,54 +205,5 @@ impl CustomOp2 for BlockCheckpoint {
         )?;
         let grads = (y * grad.detach())?.sum_all()?.backward()?;
         Ok((grads.get(&xv).cloned(), grads.get(&fv).cloned()))
-    }
-}
-
-/// `lin.forward(x)` whose value is `y`, an earlier forward of the same `x` (bias included):
-/// no multiply, and the backward is still `lin`'s input gradient `g · W`.
-pub(crate) fn reuse(be: Backend, lin: &QLinear, x: &Tensor, y: &Tensor) -> Result<Tensor> {
-    let (in_f, out_f) = (lin.in_features(), lin.out_features());
-    let n = x.elem_count() / in_f.max(1);
-    if y.elem_count() != n * out_f {
-        candle_core::bail!(
-            "checkpoint: kept output {:?} for input {:?}",
-            y.dims(),
-            x.dims()
-        )
-    }
-    let out = x.reshape((n, in_f))?.apply_op1(Reuse {
-        be,
-        lin: lin.clone(),
-        out: Mutex::new(Some(y.reshape((n, out_f))?)),
-    })?;
-    out.reshape(y.shape())
-}
-
-/// The graph node of [`reuse`]: arg `x (n, in)`, value the kept output `(n, out)`.
-struct Reuse {
-    be: Backend,
-    lin: QLinear,
-    out: Mutex<Option<Tensor>>,
-}
-
-impl CustomOp1 for Reuse {
-    fn name(&self) -> &'static str {
-        "checkpoint-reuse-linear"
-    }
-
-    fn cpu_fwd(&self, _: &CpuStorage, _: &Layout) -> Result<(CpuStorage, Shape)> {
-        handover(&self.out, cpu)
-    }
-
-    fn cuda_fwd(&self, _: &CudaStorage, _: &Layout) -> Result<(CudaStorage, Shape)> {
-        handover(&self.out, cuda)
-    }
-
-    fn metal_fwd(&self, _: &MetalStorage, _: &Layout) -> Result<(MetalStorage, Shape)> {
-        handover(&self.out, metal)
-    }
-
-    fn bwd(&self, _x: &Tensor, _res: &Tensor, grad: &Tensor) -> Result<Option<Tensor>> {
-        self.lin.input_grad(self.be, grad).map(Some)
     }
 }
