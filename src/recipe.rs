@@ -200,6 +200,23 @@ pub struct TrainSection {
     /// one tensor per layer instead of all of them, for about 1.5x the step time.
     #[serde(default = "d_true")]
     pub gradient_checkpointing: bool,
+    /// What a checkpointed block keeps between its two runs besides its input: `none`, `mlp`
+    /// (+ gate/up outputs), `projections` (+ o/down: the recompute multiplies only q/k/v), or
+    /// `auto`: the most that fits in a quarter of the memory available for the largest
+    /// micro-batch (`mlp` where the device's free memory is not known).
+    #[serde(default)]
+    pub checkpoint_keep: CheckpointKeep,
+}
+
+/// `train.checkpoint_keep`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum CheckpointKeep {
+    #[default]
+    Auto,
+    None,
+    Mlp,
+    Projections,
 }
 
 /// Learning-rate schedule after the linear warm-up.
@@ -570,6 +587,21 @@ mod tests {
         assert_eq!(r.loss.kind, LossType::Sigmoid);
         assert_eq!(r.reference.mode, ReferenceMode::AdaptersOff);
         assert_eq!(r.train.max_grad_norm, Some(1.0));
+        assert_eq!(r.train.checkpoint_keep, CheckpointKeep::Auto);
+        assert_eq!(r.backend, crate::model::BackendChoice::Auto);
+    }
+
+    #[test]
+    fn backend_and_checkpoint_keep_take_their_names_only() {
+        let r = parse(OK, &["backend=candle", "train.checkpoint_keep=mlp"]).unwrap();
+        assert_eq!(r.backend, crate::model::BackendChoice::Candle);
+        assert_eq!(r.train.checkpoint_keep, CheckpointKeep::Mlp);
+        let r = parse(OK, &["backend=cpu-kernels"]).unwrap();
+        assert_eq!(r.backend, crate::model::BackendChoice::CpuKernels);
+        let e = parse(OK, &["train.checkpoint_keep=everything"]).unwrap_err();
+        assert!(e.contains("train.checkpoint_keep"), "{e}");
+        let e = parse(OK, &["backend=gpu"]).unwrap_err();
+        assert!(e.contains("backend"), "{e}");
     }
 
     #[test]

@@ -10,7 +10,7 @@ use candle_core::DType;
 use candle_core::{Device, Tensor, Var};
 use dpo_lora::gguf::GgufFile;
 use dpo_lora::model::backend::cpu_kernel_entries;
-use dpo_lora::model::{Adapters, Execution, Lora, LoraLinear, Model, Scored, Target};
+use dpo_lora::model::{Adapters, Execution, Keep, Lora, LoraLinear, Model, Scored, Target};
 use dpo_lora::synth::{uniform_values, SynthArch, SynthSpec};
 
 use common::{all_close, lora_on_every_target, max_abs, max_abs_diff};
@@ -422,8 +422,8 @@ fn bf16_compute_on_the_device_path_tracks_f32() {
 /// Gradient checkpointing (the default for training forwards) recomputes each block in the
 /// backward: the log-probs must be the same bits and the LoRA gradients the same up to summation
 /// order as a forward that keeps everything, with dropout on (the recompute must draw the same
-/// masks), on the CPU kernels and the device path, with adapters missing from some linears and
-/// from a whole layer.
+/// masks), on the CPU kernels and the Candle backend, at every keep level (block input only,
+/// + gate/up, + o/down), with adapters missing from some linears and from a whole layer.
 #[test]
 fn gradient_checkpointing_keeps_values_and_gradients() {
     for arch in ARCHS {
@@ -468,17 +468,31 @@ fn gradient_checkpointing_keeps_values_and_gradients() {
                 let g = lora_grads(&lora, &grads);
                 (sums, g)
             };
-            let (s_ck, g_ck) = run(&m, 7);
-            // dropout is live: another seed gives other log-probs
-            assert_ne!(run(&m, 8).0, s_ck, "{arch:?} {wt:?}: dropout had no effect");
+            assert_eq!(
+                m.checkpoint_keep(),
+                Keep::Projections,
+                "the default keep level"
+            );
             m.set_checkpointing(false);
             let (s_full, g_full) = run(&m, 7);
-            assert_eq!(s_ck, s_full, "{arch:?} {wt:?} candle={generic}: log-probs");
-            let (worst, gmax) = (max_abs_diff(&g_full, &g_ck), max_abs(&g_full));
-            assert!(
-                gmax > 0.0 && worst <= 1e-5 * gmax,
-                "{arch:?} {wt:?} candle={generic}: gradient off by {worst} of {gmax}"
+            // dropout is live: another seed gives other log-probs
+            assert_ne!(
+                run(&m, 8).0,
+                s_full,
+                "{arch:?} {wt:?}: dropout had no effect"
             );
+            m.set_checkpointing(true);
+            for keep in [Keep::None, Keep::Mlp, Keep::Projections] {
+                m.set_checkpoint_keep(keep);
+                let (s_ck, g_ck) = run(&m, 7);
+                let what = format!("{arch:?} {wt:?} candle={generic} keep={keep:?}");
+                assert_eq!(s_ck, s_full, "{what}: log-probs");
+                let (worst, gmax) = (max_abs_diff(&g_full, &g_ck), max_abs(&g_full));
+                assert!(
+                    gmax > 0.0 && worst <= 1e-5 * gmax,
+                    "{what}: gradient off by {worst} of {gmax}"
+                );
+            }
         }
     }
 }

@@ -154,7 +154,12 @@ fn an_existing_run_needs_resume() {
 fn a_run_writes_the_peft_adapter_metrics_recipe_and_plot() {
     let s = setup();
     let o = s.run(&tiny_recipe(), &["train.max_steps=3".into()]);
-    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let e = String::from_utf8_lossy(&o.stderr);
+    assert!(o.status.success(), "{e}");
+    assert!(
+        e.contains("checkpoint_keep: auto -> projections"),
+        "the tiny model's kept outputs fit: {e}"
+    );
     let out = s.out();
     for f in [
         "adapter/adapter_config.json",

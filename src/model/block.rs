@@ -38,6 +38,8 @@ pub(crate) struct Block {
 pub(crate) struct BlockInputs {
     /// How every op runs (fixed at load: see `backend`).
     pub backend: Backend,
+    /// What a checkpointed block keeps between its runs.
+    pub keep: Keep,
     pub b_sz: usize,
     pub seq_len: usize,
     pub cos: Tensor,
@@ -46,28 +48,58 @@ pub(crate) struct BlockInputs {
 }
 
 /// What the frozen linears of a forward do. A checkpointed block runs twice (see `recompute`);
-/// the outputs of the [`KEPT`] linears (o, gate, up, down: 84% of a block's matmul work on
-/// SmolLM2, two `(tokens, ffn)` and two `(tokens, hidden)` tensors) are kept from the first run
-/// and reused by the second.
+/// the outputs of the linears its [`Keep`] level names are kept from the first run and reused by
+/// the second.
 pub(crate) enum Linears<'a> {
     /// Multiply every one.
     Compute,
-    /// Multiply every one, and append the outputs of the [`KEPT`] ones to the list.
+    /// Multiply every one, and append the outputs of the kept ones to the list.
     Record(&'a std::cell::RefCell<Vec<Tensor>>),
-    /// Take the outputs of the [`KEPT`] ones, in order, from an earlier `Record` of the same
-    /// input: same value, and the same input gradient `g · W` in the backward.
+    /// Take the outputs of the kept ones, in order, from an earlier `Record` of the same input:
+    /// same value, and the same input gradient `g · W` in the backward.
     Replay(&'a [Tensor]),
 }
 
-/// The frozen linears whose outputs a checkpointed block keeps between its two runs, in the
-/// order the forward calls them. q/k/v are recomputed: keeping them too would leave the
-/// recompute little to save, and their outputs are what the memory target has no room for.
-pub(crate) const KEPT: [Target; 4] = [
-    Target::OProj,
-    Target::GateProj,
-    Target::UpProj,
-    Target::DownProj,
-];
+/// What a checkpointed block keeps between its two runs besides its input
+/// (`train.checkpoint_keep`): more kept, less recomputed, more memory.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Keep {
+    /// The block input only: the recompute multiplies every linear again.
+    None,
+    /// + the MLP's gate and up outputs (two `(tokens, ffn)` tensors).
+    Mlp,
+    /// + o and down too (two `(tokens, hidden)` more): the recompute multiplies only q, k and v
+    /// (o, gate, up, down are 84% of a block's matmul work on SmolLM2).
+    #[default]
+    Projections,
+}
+
+impl Keep {
+    /// The frozen linears whose outputs are kept, in the order the forward calls them.
+    pub fn targets(self) -> &'static [Target] {
+        match self {
+            Keep::None => &[],
+            Keep::Mlp => &[Target::GateProj, Target::UpProj],
+            Keep::Projections => &[
+                Target::OProj,
+                Target::GateProj,
+                Target::UpProj,
+                Target::DownProj,
+            ],
+        }
+    }
+
+    /// f32 values kept per token per layer: `hidden` or `ffn` wide for each kept output.
+    pub fn floats_per_token(self, hidden: usize, ffn: usize) -> usize {
+        self.targets()
+            .iter()
+            .map(|t| match t {
+                Target::GateProj | Target::UpProj => ffn,
+                _ => hidden,
+            })
+            .sum()
+    }
+}
 
 /// The LoRA branches of a forward: `delta(target)` is the adapter beside the frozen linear
 /// `target` of this block, or `None` where no adapter sits.
@@ -90,14 +122,14 @@ impl Block {
     /// f32 (see `lora::branch`) and is cast back to the activation type.
     fn lin(
         &self,
-        be: Backend,
+        (be, keep): (Backend, Keep),
         target: Target,
         x: &Tensor,
         delta: Delta,
         linears: &Linears,
     ) -> Result<Tensor> {
         let lin = self.linear(target);
-        let kept = KEPT.iter().position(|&t| t == target);
+        let kept = keep.targets().iter().position(|&t| t == target);
         let branch = delta(target)?;
         let base = match (linears, kept) {
             (Linears::Record(out), Some(_)) => {
@@ -125,20 +157,21 @@ impl Block {
         linears: &Linears,
     ) -> Result<Tensor> {
         let (b_sz, seq_len, hd, be) = (p.b_sz, p.seq_len, c.head_dim, p.backend);
+        let run = (be, p.keep);
         // attention
         let h = rms_norm(be, x, &self.attn_norm, c.rms_eps)?;
         // (B, T, H, D): the q/k norms run here, where each head's row is contiguous
         let q = self
-            .lin(be, Target::QProj, &h, delta, linears)?
+            .lin(run, Target::QProj, &h, delta, linears)?
             .reshape((b_sz, seq_len, c.n_head, hd))?;
-        let k = self.lin(be, Target::KProj, &h, delta, linears)?.reshape((
+        let k = self.lin(run, Target::KProj, &h, delta, linears)?.reshape((
             b_sz,
             seq_len,
             c.n_kv_head,
             hd,
         ))?;
         let v = self
-            .lin(be, Target::VProj, &h, delta, linears)?
+            .lin(run, Target::VProj, &h, delta, linears)?
             .reshape((b_sz, seq_len, c.n_kv_head, hd))?
             .transpose(1, 2)?;
         let (q, k) = match (&self.q_norm, &self.k_norm) {
@@ -153,17 +186,17 @@ impl Block {
         let k = rope(be, &k, &p.cos, &p.sin)?;
         let a = attention(be, &q, &k, &v, &p.mask, c.attn_scale)?;
         let a = a.transpose(1, 2)?.reshape((b_sz, seq_len, c.n_head * hd))?;
-        let mut o = self.lin(be, Target::OProj, &a, delta, linears)?;
+        let mut o = self.lin(run, Target::OProj, &a, delta, linears)?;
         if let Some(n) = &self.post_attn_norm {
             o = rms_norm(be, &o, n, c.rms_eps)?;
         }
         let x = (x + o)?;
         // MLP
         let h = rms_norm(be, &x, &self.ffn_norm, c.rms_eps)?;
-        let g = self.lin(be, Target::GateProj, &h, delta, linears)?;
-        let u = self.lin(be, Target::UpProj, &h, delta, linears)?;
+        let g = self.lin(run, Target::GateProj, &h, delta, linears)?;
+        let u = self.lin(run, Target::UpProj, &h, delta, linears)?;
         let gu = c.arch.activation().gated(be, &g, &u)?;
-        let mut m = self.lin(be, Target::DownProj, &gu, delta, linears)?;
+        let mut m = self.lin(run, Target::DownProj, &gu, delta, linears)?;
         if let Some(n) = &self.post_ffn_norm {
             m = rms_norm(be, &m, n, c.rms_eps)?;
         }

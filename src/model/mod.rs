@@ -33,6 +33,7 @@ use candle_core::{DType, Device, Result, Tensor};
 
 use crate::gguf::{GgufError, GgufFile};
 pub use backend::{Backend, BackendChoice, Execution};
+pub use block::Keep;
 use block::{Block, BlockInputs, Linears};
 pub use config::{Arch, Config};
 use fused::rms_norm;
@@ -58,6 +59,8 @@ pub struct Model {
     head_blocks: Vec<candle_core::quantized::QTensor>,
     /// Training forwards keep only each block's input and recompute the block in the backward.
     checkpointing: bool,
+    /// What a checkpointed block keeps besides its input.
+    keep: Keep,
     /// Pairs run as one row each, their common prefix computed once (see `pack`).
     prefix_sharing: bool,
     /// Activation type of the forward: f32, or bf16/f16 on the Candle backend (the log-softmax,
@@ -180,6 +183,15 @@ impl Model {
         self.checkpointing
     }
 
+    /// What a checkpointed block keeps between its two runs (default [`Keep::Projections`]).
+    pub fn set_checkpoint_keep(&mut self, keep: Keep) {
+        self.keep = keep;
+    }
+
+    pub fn checkpoint_keep(&self) -> Keep {
+        self.keep
+    }
+
     /// Prefix sharing in [`Model::pair_logps`], on by default; off runs chosen and rejected as
     /// separate rows (for measuring what sharing saves).
     pub fn set_prefix_sharing(&mut self, on: bool) {
@@ -300,6 +312,7 @@ impl Model {
             backend: Backend::CpuKernels,
             head_blocks: Vec::new(),
             checkpointing: true,
+            keep: Keep::default(),
             prefix_sharing: true,
             dtype: DType::F32,
         })
@@ -433,6 +446,7 @@ impl Model {
             };
             let inputs = BlockInputs {
                 backend: self.backend,
+                keep: self.keep,
                 b_sz,
                 seq_len,
                 cos: cos.clone(),

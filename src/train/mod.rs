@@ -12,6 +12,7 @@
 //! TRL's `DPOTrainer` (metric names), Rafailov et al. 2023.
 
 pub mod checkpoint;
+pub mod memory;
 pub mod optim;
 pub mod pairwise;
 pub mod reference;
@@ -267,6 +268,16 @@ pub fn run(recipe: &Recipe, opts: &Options) -> Result<Outcome> {
             .map(|e| format!(", {} held-out pairs ({} dropped)", e.pairs.len(), e.dropped))
             .unwrap_or_default()
     );
+    if recipe.train.gradient_checkpointing {
+        let (keep, why) = memory::checkpoint_keep(
+            recipe.train.checkpoint_keep,
+            &loaded.model,
+            recipe.train.batch_size,
+            recipe.data.max_length,
+        );
+        loaded.model.set_checkpoint_keep(keep);
+        eprintln!("{why}");
+    }
     let t = &recipe.train;
     let pairs_per_step = t.batch_size * t.grad_accum;
     let by_epochs = t.epochs.map(|e| {
