@@ -367,10 +367,12 @@ fn candle_backend_on_the_cpu_matches_the_cpu_kernels() {
     }
 }
 
-/// bf16 compute (what a GPU runs) on the device path, forced on the CPU: close to f32, with
-/// f32 log-probs and finite f32 LoRA gradients; the CPU kernels refuse it.
+/// bf16 compute (what a GPU runs) on the Candle backend, forced on the CPU: within 0.15% of the
+/// f32 sum (norm and softmax statistics and the LoRA addition in f32: 0.016-0.077% here; with
+/// them in bf16 it was 0.07-0.49%), with f32 log-probs and finite f32 LoRA gradients; the CPU
+/// kernels refuse it.
 #[test]
-fn bf16_compute_on_the_device_path_tracks_f32() {
+fn bf16_compute_on_the_candle_backend_tracks_f32() {
     for arch in ARCHS {
         let spec = SynthSpec::tiny(arch);
         let (_d, kernels) = load(&spec);
@@ -399,8 +401,12 @@ fn bf16_compute_on_the_device_path_tracks_f32() {
             .unwrap();
         assert_eq!(out.sums.dtype(), candle_core::DType::F32);
         let bf16_sum = out.sums.to_vec1::<f32>().unwrap()[0];
+        eprintln!(
+            "{arch:?}: bf16 {bf16_sum} vs f32 {f32_sum}: {:.3}%",
+            100.0 * (bf16_sum - f32_sum).abs() / f32_sum.abs()
+        );
         assert!(
-            (bf16_sum - f32_sum).abs() < 0.05 * f32_sum.abs().max(1.0),
+            (bf16_sum - f32_sum).abs() < 1.5e-3 * f32_sum.abs().max(1.0),
             "{arch:?}: bf16 {bf16_sum} vs f32 {f32_sum}"
         );
         let grads = out.sums.sum_all().unwrap().backward().unwrap();

@@ -40,9 +40,15 @@ pub(crate) fn forward(
         && br.a.dtype() == DType::F32
         && br.b.dtype() == DType::F32;
     if !fusable {
+        // The branch is f32 (see `lora::branch`); the sum is formed in f32 and rounded once, so
+        // a small delta is not lost to the activation type's rounding first.
         let y = plain(x)?;
-        let d = br.apply(x)?.to_dtype(y.dtype())?;
-        return y + d;
+        let dt = y.dtype();
+        let d = br.apply(x)?;
+        return match dt {
+            DType::F32 => y + d,
+            _ => (y.to_dtype(DType::F32)? + d)?.to_dtype(dt),
+        };
     }
     let dims = x.dims().to_vec();
     let in_f = lin.in_features();

@@ -48,6 +48,13 @@ impl std::fmt::Display for BackendChoice {
 impl BackendChoice {
     /// The backend for `device` and `dtype`, or why the choice cannot run there.
     pub fn resolve(self, device: &Device, dtype: DType) -> Result<Backend, String> {
+        if dtype == DType::F16 {
+            return Err(
+                "f16 is refused: Gemma 3's residual stream leaves its range (±65504); \
+                        use bf16, which takes the same memory"
+                    .into(),
+            );
+        }
         let kernels_fit = device.is_cpu() && dtype == DType::F32;
         match self {
             Self::Auto if kernels_fit => Ok(Backend::CpuKernels),
@@ -156,8 +163,12 @@ mod tests {
             Ok(Backend::Candle)
         );
         let e = BackendChoice::CpuKernels
-            .resolve(&cpu, DType::F16)
+            .resolve(&cpu, DType::BF16)
             .unwrap_err();
         assert!(e.contains("--backend candle"), "{e}");
+        for choice in [BackendChoice::Auto, BackendChoice::Candle] {
+            let e = choice.resolve(&cpu, DType::F16).unwrap_err();
+            assert!(e.contains("use bf16"), "{e}");
+        }
     }
 }

@@ -3,14 +3,21 @@
 //! the fused ops are tested against. candle's own `rms_norm`, `softmax_last_dim` and `rope`
 //! drop gradients (FACTS.md), so none of them is used here.
 
-use candle_core::{Result, Tensor, D};
+use candle_core::{DType, Result, Tensor, D};
 
 use super::fused::Activation;
 
+/// `x / sqrt(mean(x²) + eps) · w`. The statistic is taken in f32 whatever `x`'s type: in bf16
+/// a sum over 4096 values keeps 8 bits of mantissa, and `x²` overflows f16 past |x| = 256. The
+/// result is cast back to `x`'s type.
 pub fn rms_norm(x: &Tensor, w: &Tensor, eps: f64) -> Result<Tensor> {
-    let ms = x.sqr()?.mean_keepdim(D::Minus1)?;
+    let dt = x.dtype();
+    let x32 = x.to_dtype(DType::F32)?;
+    let ms = x32.sqr()?.mean_keepdim(D::Minus1)?;
     let inv = (ms + eps)?.sqrt()?.recip()?;
-    x.broadcast_mul(&inv)?.broadcast_mul(w)
+    x32.broadcast_mul(&inv)?
+        .broadcast_mul(&w.to_dtype(DType::F32)?)?
+        .to_dtype(dt)
 }
 
 /// Softmax over the last dimension; the row max is a constant (its gradient cancels exactly).
@@ -21,9 +28,12 @@ pub fn softmax_last_dim(x: &Tensor) -> Result<Tensor> {
     e.broadcast_div(&s)
 }
 
-/// `softmax(scale · scores + mask)` over the last dimension.
+/// `softmax(scale · scores + mask)` over the last dimension, its max and sum in f32 whatever
+/// the scores' type; the probabilities are cast back to it.
 pub fn masked_softmax(scores: &Tensor, mask: &Tensor, scale: f64) -> Result<Tensor> {
-    softmax_last_dim(&(scores * scale)?.broadcast_add(mask)?)
+    let dt = scores.dtype();
+    let s = (scores.to_dtype(DType::F32)? * scale)?.broadcast_add(&mask.to_dtype(DType::F32)?)?;
+    softmax_last_dim(&s)?.to_dtype(dt)
 }
 
 /// `x (b, h, t, d)` rotated in the half-split layout: `x·cos + rotate_half(x)·sin`.
