@@ -458,16 +458,25 @@ fn every_loss_trains_with_finite_numbers() {
 
 /// A micro-batch run pair by pair (each pair's backward weighted by dL/d(its sums), see
 /// `train::pairwise`) gives the gradient of the loss over one graph of the whole micro-batch,
-/// on one thread or two. Fails when a pair's weight is wrong or a pair's gradient is lost.
+/// on one thread or two, with the CPU kernels (graphs kept, a pair per core) and with the Candle
+/// backend (one pair's graph at a time, each pair's forward run again before its backward).
+/// Fails when a pair's weight is wrong or a pair's gradient is lost.
 #[test]
 fn pair_by_pair_backward_equals_one_graph_of_the_batch() {
     use dpo_lora::data::batch::TrainPair;
     use dpo_lora::data::encode::EncodedSide;
     use dpo_lora::train::{reference, RefVals};
     let d = tempfile::tempdir().unwrap();
-    for arch in [SynthArch::Llama, SynthArch::Gemma3] {
+    let candle = Execution::candle_on_cpu(candle_core::DType::F32);
+    for (arch, exec) in [
+        (SynthArch::Llama, Execution::cpu()),
+        (SynthArch::Gemma3, Execution::cpu()),
+        (SynthArch::Llama, candle.clone()),
+        (SynthArch::Gemma3, candle),
+    ] {
         let path = synth_model(d.path(), arch);
-        let model = Model::load(&GgufFile::open(&path).unwrap(), &Execution::cpu()).unwrap();
+        let model = Model::load(&GgufFile::open(&path).unwrap(), &exec).unwrap();
+        let arch = (arch, exec.backend);
         let lora = lora_on_every_target(&model, 4, 8.0, false, 1);
         // B != 0, so A gets gradients too
         for (i, l) in lora.layers.values().enumerate() {
@@ -568,4 +577,77 @@ fn pair_by_pair_backward_equals_one_graph_of_the_batch() {
             }
         }
     }
+}
+
+/// With dropout on, the Candle backend's backward reruns each pair's forward: it must draw the
+/// same masks as the first pass, so its step equals the CPU kernels' (whose graphs are kept)
+/// within float rounding. Fails when the rerun draws another dropout stream.
+#[test]
+fn candle_step_with_dropout_reruns_each_pair_with_its_masks() {
+    use dpo_lora::data::batch::TrainPair;
+    use dpo_lora::data::encode::EncodedSide;
+    use dpo_lora::train::RefVals;
+    let d = tempfile::tempdir().unwrap();
+    let path = synth_model(d.path(), SynthArch::Qwen3);
+    let load = |exec: &Execution| Model::load(&GgufFile::open(&path).unwrap(), exec).unwrap();
+    let (kernels, candle) = (
+        load(&Execution::cpu()),
+        load(&Execution::candle_on_cpu(candle_core::DType::F32)),
+    );
+    let mut lora = lora_on_every_target(&kernels, 4, 8.0, false, 2);
+    lora.config.dropout = 0.3;
+    for (i, l) in lora.layers.values().enumerate() {
+        let n = l.b.as_tensor().elem_count();
+        let vals = dpo_lora::synth::uniform_values(n, 60 + i as u64, 0.05);
+        l.b.set(&Tensor::from_vec(vals, l.b.as_tensor().shape(), &Device::Cpu).unwrap())
+            .unwrap();
+    }
+    let side = |n: usize, k: u32| EncodedSide {
+        ids: (0..n as u32).map(|i| (i * k + 9) % 250).collect(),
+        prompt_len: 4,
+    };
+    let pairs: Vec<TrainPair> = (0..3)
+        .map(|i| TrainPair {
+            index: i,
+            chosen: side(9 + i, 3 + i as u32),
+            rejected: side(7 + 2 * i, 17 + i as u32),
+        })
+        .collect();
+    let pairs: Vec<&TrainPair> = pairs.iter().collect();
+    let loss = PreferenceLoss::Sigmoid {
+        beta: 0.5,
+        label_smoothing: 0.0,
+    };
+    let vars = lora.vars();
+    let step = |m: &Model| {
+        train::step_backward(
+            m,
+            &loss,
+            None,
+            &pairs,
+            (&lora, 11),
+            RefVals::Given(vec![(-30.0, -31.0), (-28.0, -35.0), (-33.0, -29.0)]),
+            &vars,
+            1.0,
+        )
+        .unwrap()
+    };
+    let ((out_k, g_k), (out_c, g_c)) = (step(&kernels), step(&candle));
+    assert!(
+        (out_k.loss - out_c.loss).abs() < 1e-5,
+        "{} vs {}",
+        out_k.loss,
+        out_c.loss
+    );
+    let flat = |g: &[Option<Tensor>]| -> Vec<f32> {
+        g.iter()
+            .flat_map(|t| common::values(t.as_ref().expect("every adapter gets a gradient")))
+            .collect()
+    };
+    let (k, c) = (flat(&g_k), flat(&g_c));
+    let (worst, gmax) = (common::max_abs_diff(&k, &c), max_abs(&k));
+    assert!(
+        gmax > 0.0 && worst <= 1e-4 * gmax,
+        "gradient off by {worst} of {gmax}"
+    );
 }

@@ -1,6 +1,10 @@
-//! A micro-batch run pair by pair, one pair per CPU core: each pair's policy forward (with its
-//! gradient graph) and reference values, then the loss over the whole micro-batch, then each
-//! pair's backward, the gradients summed in pair order.
+//! A micro-batch run pair by pair: each pair's policy forward (with its gradient graph) and
+//! reference values, then the loss over the whole micro-batch, then each pair's backward, the
+//! gradients summed in pair order. With the CPU kernels the pairs run one per core, every graph
+//! alive until its backward. With the Candle backend (a GPU's memory is the limit) only one
+//! pair's graph is alive at a time: the forward keeps each pair's values only, and the backward
+//! runs each pair's forward again (same dropout stream, so the same values) right before its
+//! backward; a micro-batch of one pair keeps its graph, as there is nothing to save.
 //!
 //! Owns: splitting the forward and the backward by pair. Does not: compute losses (the caller
 //! passes the loss as a function of the micro-batch's log-prob sums) or update weights.
@@ -19,8 +23,10 @@ use crate::model::{lanes, Adapters, Backend, Model};
 use crate::rng::SplitMix64;
 
 /// The forwards of a micro-batch, pair by pair.
-pub struct Forward {
+pub struct Forward<'a> {
     backend: Backend,
+    /// Set when the graphs were dropped after the forward: what the backward reruns.
+    rerun: Option<Rerun<'a>>,
     /// The policy's summed completion log-probs, `(1,)` each, in pair order.
     chosen: Vec<Tensor>,
     rejected: Vec<Tensor>,
@@ -31,6 +37,28 @@ pub struct Forward {
     pub tokens: usize,
 }
 
+/// A policy forward to run again, pair by pair, in the backward.
+struct Rerun<'a> {
+    model: &'a Model,
+    pairs: Vec<&'a TrainPair>,
+    policy: Adapters<'a>,
+}
+
+/// The adapters of pair `i`: under training, its own dropout stream.
+fn pair_adapters(policy: Adapters, i: usize) -> Adapters {
+    match policy {
+        Adapters::Train(lora, seed) => Adapters::Train(lora, pair_seed(seed, i)),
+        other => other,
+    }
+}
+
+/// Pair `i`'s `(1,)` chosen and rejected sums.
+fn pair_sums(model: &Model, pair: &TrainPair, adapters: Adapters) -> Result<(Tensor, Tensor)> {
+    let seqs = reference::pair_sequences(&[pair]);
+    let sums = model.pair_logps(&seqs, adapters)?.sums; // (2,): chosen, rejected
+    Ok((sums.narrow(0, 0, 1)?, sums.narrow(0, 1, 1)?))
+}
+
 /// The dropout stream of pair `i` of the micro-batch drawn from `seed`.
 fn pair_seed(seed: u64, i: usize) -> u64 {
     SplitMix64::keyed(&[seed, 0x9a1, i as u64]).next_u64()
@@ -38,12 +66,12 @@ fn pair_seed(seed: u64, i: usize) -> u64 {
 
 /// Run the policy (`policy`; under [`Adapters::Train`] with a graph) and the reference (`refs`)
 /// over every pair, a pair per core on the CPU.
-pub fn forward(
-    model: &Model,
-    pairs: &[&TrainPair],
-    policy: Adapters,
+pub fn forward<'a>(
+    model: &'a Model,
+    pairs: &[&'a TrainPair],
+    policy: Adapters<'a>,
     refs: &RefVals,
-) -> Result<Forward> {
+) -> Result<Forward<'a>> {
     if let RefVals::Given(v) = refs {
         if v.len() != pairs.len() {
             candle_core::bail!("{} reference values for {} pairs", v.len(), pairs.len())
@@ -60,18 +88,27 @@ pub fn forward(
         RefVals::Given(v) => Some(v.clone()),
         RefVals::None => None,
     };
+    let rerun = (model.backend() == Backend::Candle
+        && matches!(policy, Adapters::Train(..))
+        && pairs.len() > 1)
+        .then(|| Rerun {
+            model,
+            pairs: pairs.to_vec(),
+            policy,
+        });
     let per_pair = lanes::map(model.backend(), (0..pairs.len()).collect(), |i| {
-        let adapters = match policy {
-            Adapters::Train(lora, seed) => Adapters::Train(lora, pair_seed(seed, i)),
-            other => other,
+        let (c, r) = pair_sums(model, pairs[i], pair_adapters(policy, i))?;
+        // Dropping the graph here leaves one pair's graph alive at a time (see `Rerun`).
+        let (c, r) = match rerun {
+            Some(_) => (c.detach(), r.detach()),
+            None => (c, r),
         };
-        let seqs = reference::pair_sequences(&[pairs[i]]);
-        let sums = model.pair_logps(&seqs, adapters)?.sums; // (2,): chosen, rejected
         let tokens = pairs[i].chosen.ids.len() + pairs[i].rejected.ids.len();
-        Ok::<_, candle_core::Error>((sums.narrow(0, 0, 1)?, sums.narrow(0, 1, 1)?, tokens))
+        Ok::<_, candle_core::Error>((c, r, tokens))
     })?;
     let mut f = Forward {
         backend: model.backend(),
+        rerun,
         chosen: Vec::with_capacity(pairs.len()),
         rejected: Vec::with_capacity(pairs.len()),
         reference,
@@ -85,7 +122,7 @@ pub fn forward(
     Ok(f)
 }
 
-impl Forward {
+impl Forward<'_> {
     /// The policy's `(b,)` chosen and rejected sums (differentiable when the forward was).
     pub fn sums(&self) -> Result<(Tensor, Tensor)> {
         Ok((
@@ -117,7 +154,11 @@ impl Forward {
         };
         let (wc, wr) = (weights(&c)?, weights(&r)?);
         let per_pair = lanes::map(self.backend, (0..self.chosen.len()).collect(), |i| {
-            let s = ((&self.chosen[i] * wc[i] as f64)? + (&self.rejected[i] * wr[i] as f64)?)?;
+            let (c, r) = match &self.rerun {
+                Some(x) => pair_sums(x.model, x.pairs[i], pair_adapters(x.policy, i))?,
+                None => (self.chosen[i].clone(), self.rejected[i].clone()),
+            };
+            let s = ((c * wc[i] as f64)? + (r * wr[i] as f64)?)?;
             let g = s.sum_all()?.backward()?;
             Ok::<_, candle_core::Error>(
                 vars.iter()
