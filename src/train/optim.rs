@@ -136,12 +136,18 @@ pub fn apply(
     Ok(grad_norm)
 }
 
-/// The global L2 norm of `grads`, computed in f64 from f32 partial sums.
+/// The global L2 norm of `grads`: f32 sums of squares per tensor, added on their device.
 pub fn global_norm(grads: &[Tensor]) -> Result<f64> {
-    let mut s = 0f64;
-    for g in grads {
-        s += g.sqr()?.sum_all()?.to_scalar::<f32>()? as f64;
+    if grads.is_empty() {
+        return Ok(0.0);
     }
+    // The per-tensor sums stay on the device and are added there: one read back (one device
+    // sync) for the whole step, not one per tensor.
+    let parts = grads
+        .iter()
+        .map(|g| g.to_dtype(candle_core::DType::F32)?.sqr()?.sum_all())
+        .collect::<Result<Vec<_>>>()?;
+    let s = Tensor::stack(&parts, 0)?.sum_all()?.to_scalar::<f32>()? as f64;
     Ok(s.sqrt())
 }
 
