@@ -8,8 +8,12 @@
 #   1. score parity on the fixture records: CUDA f32 vs CPU f32 (must be within 5e-3 nats per
 #      completion sum), and CUDA bf16's deviation (reported);
 #   2. a short DPO run of the quick-start recipe on the GPU (loss, accuracy, step time);
-#   3. `dpo-lora bench` on the 256-token workload: step time, tokens/s, peak GPU memory
-#      (nvidia-smi sampled every 100 ms while it runs).
+#   3. `dpo-lora bench` on the 256-token workload: step time, tokens/s, peak GPU memory per
+#      mode (device memory in use, nvidia-smi sampled every 100 ms while that mode runs);
+#   4. the same on an 8B-shaped stack made there by `dpo-lora synth` (Llama 3 8B's hidden 4096,
+#      ffn 14336, 32/8 heads of 128, Q4_K, ${DPO_LORA_GPU_LAYERS:-4} of its 32 layers).
+# Before anything it runs the binary once: a CUDA library the bundle needs and cannot find is
+# named in one line, and the check stops there.
 # Models: ${DPO_LORA_MODELS:-.models}/{SmolLM2-135M-Instruct.Q4_1.gguf,gemma-3-270m-q4_k_m.gguf}
 # where present; the device machine is offline, so copy them there (the device tool carries at
 # most 64 MiB a call: split a model with `split -b 60M` into an ignored folder over several
@@ -27,9 +31,13 @@ log() { echo "$*" | tee -a "$REPORT"; }
 
 log "# dpo-lora on the GPU ($(date -u +%F\ %H:%M) UTC)"
 log ""
+if ! "$BIN" --version >"$OUT/preflight.log" 2>&1; then
+  log "preflight failed: $(head -1 "$OUT/preflight.log")"
+  exit 2
+fi
 log '```'
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv 2>&1 | tee -a "$REPORT"
-"$BIN" --version 2>&1 | tee -a "$REPORT"
+cat "$OUT/preflight.log" >>"$REPORT"
 log '```'
 
 models=()
@@ -107,19 +115,48 @@ for e in (ev[0], ev[-1]) if ev else ():
 PY
 fi
 
-log ""
-log "## 3. bench, 256-token workload (peak GPU memory from nvidia-smi)"
-for m in "${models[@]}"; do
-  name=$(basename "$m" .gguf)
-  nvidia-smi --query-gpu=memory.used --format=csv,noheader,nounits -lms 100 >"$OUT/$name.mem.log" 2>/dev/null &
-  smi=$!
-  "$BIN" bench -m "$m" --device cuda --workloads long --out "$OUT/bench-$name" --quiet >"$OUT/bench-$name.log" 2>&1 || status=1
-  kill "$smi" 2>/dev/null
-  peak=$(sort -n "$OUT/$name.mem.log" | tail -1)
+# bench_modes NAME MODEL: one `bench` per mode, each with its own device-memory sampler.
+bench_modes() {
+  local name=$1 m=$2 mode smi peak
   log ""
-  log "### $name (peak GPU memory over the whole bench: ${peak:-?} MiB)"
-  [ -f "$OUT/bench-$name/bench.md" ] && cat "$OUT/bench-$name/bench.md" >>"$REPORT" || log "bench failed: $(tail -2 "$OUT/bench-$name.log")"
+  log "### $name"
+  log ""
+  log "| mode | step s | tokens/s | peak device memory MiB (in use while it ran) |"
+  log "|---|---|---|---|"
+  for mode in policy-only dpo-adapters-off dpo-precomputed; do
+    nvidia-smi --query-gpu=memory.used --format=csv,noheader,nounits -lms 100 >"$OUT/$name.$mode.mem.log" 2>/dev/null &
+    smi=$!
+    "$BIN" bench -m "$m" --device cuda --workloads long --modes "$mode" --warmup 2 --steps 3 \
+      --out "$OUT/bench-$name-$mode" --quiet >"$OUT/bench-$name-$mode.log" 2>&1 || status=1
+    kill "$smi" 2>/dev/null
+    peak=$(sort -n "$OUT/$name.$mode.mem.log" | tail -1)
+    python3 - "$OUT/bench-$name-$mode/bench.json" "$mode" "${peak:-?}" <<'PY' | tee -a "$REPORT" || log "| $mode | failed: $(tail -1 "$OUT/bench-$name-$mode.log") | | |"
+import json, sys
+b = json.load(open(sys.argv[1]))
+rows = [r for r in b["results"] if r.get("mode") == sys.argv[2]] or b["results"]
+r = rows[-1]
+print(f"| {sys.argv[2]} | {r['step_s_median']:.3f} | {r['tokens_per_s']:.1f} | {sys.argv[3]} |")
+PY
+  done
+}
+
+log ""
+log "## 3. bench, 256-token workload"
+for m in "${models[@]}"; do
+  bench_modes "$(basename "$m" .gguf)" "$m"
 done
+
+log ""
+layers="${DPO_LORA_GPU_LAYERS:-4}"
+log "## 4. an 8B-shaped stack ($layers of Llama 3 8B's 32 layers, Q4_K)"
+big="$OUT/llama-8b-shaped-$layers.gguf"
+if "$BIN" synth --arch llama --weight-type q4_k --hidden 4096 --ffn 14336 --n-head 32 \
+  --n-kv-head 8 --head-dim 128 --n-layer "$layers" --out "$big" >"$OUT/synth-8b.log" 2>&1; then
+  bench_modes "llama-8b-shaped-$layers" "$big"
+else
+  status=1
+  log "synth failed: $(tail -1 "$OUT/synth-8b.log")"
+fi
 log ""
 log "exit status: $status"
 exit $status

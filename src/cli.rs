@@ -135,6 +135,20 @@ pub struct SynthArgs {
     pub seed: u64,
     #[arg(long)]
     pub out: PathBuf,
+    /// Sizes instead of the tiny test model's (e.g. Llama 3 8B's: --hidden 4096 --ffn 14336
+    /// --n-head 32 --n-kv-head 8 --head-dim 128 --n-layer 32).
+    #[arg(long)]
+    pub hidden: Option<usize>,
+    #[arg(long)]
+    pub ffn: Option<usize>,
+    #[arg(long)]
+    pub n_layer: Option<usize>,
+    #[arg(long)]
+    pub n_head: Option<usize>,
+    #[arg(long)]
+    pub n_kv_head: Option<usize>,
+    #[arg(long)]
+    pub head_dim: Option<usize>,
 }
 
 #[derive(Debug, Args)]

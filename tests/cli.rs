@@ -425,5 +425,44 @@ fn synth_writes_the_library_model() {
         &run(&["synth", "--arch", "mamba", "--out", out.to_str().unwrap()]),
         &["--arch mamba", "llama, qwen2, qwen3, gemma3"],
     );
-    assert!(!out.exists());
+    // Sizes of another model (what scripts/gpu-check.sh uses for an 8B-shaped stack), checked
+    // before anything is drawn.
+    let sized = [
+        "--hidden",
+        "512",
+        "--ffn",
+        "768",
+        "--n-layer",
+        "3",
+        "--n-head",
+        "8",
+        "--n-kv-head",
+        "2",
+        "--head-dim",
+        "64",
+    ];
+    let o = run(&[&["synth", "--out", out.to_str().unwrap()][..], &sized].concat());
+    assert!(o.status.success(), "{}", stderr(&o));
+    let f = dpo_lora::gguf::GgufFile::open(&out).unwrap();
+    for (key, want) in [
+        ("llama.embedding_length", 512),
+        ("llama.feed_forward_length", 768),
+        ("llama.block_count", 3),
+        ("llama.attention.head_count", 8),
+        ("llama.attention.head_count_kv", 2),
+    ] {
+        assert_eq!(f.get_usize(key).unwrap(), want, "{key}");
+    }
+    let huge = dir.path().join("huge.gguf");
+    assert_user_error(
+        &run(&[
+            "synth",
+            "--hidden",
+            "70000",
+            "--out",
+            huge.to_str().unwrap(),
+        ]),
+        &["hidden 70000 is over 65536"],
+    );
+    assert!(!huge.exists());
 }

@@ -32,6 +32,18 @@ pub fn run(a: SynthArgs) -> Result<()> {
     let mut spec = SynthSpec::tiny(arch);
     spec.weight_type = wt;
     spec.seed = a.seed;
+    for (size, given) in [
+        (&mut spec.hidden, a.hidden),
+        (&mut spec.ffn, a.ffn),
+        (&mut spec.n_layer, a.n_layer),
+        (&mut spec.n_head, a.n_head),
+        (&mut spec.n_kv_head, a.n_kv_head),
+        (&mut spec.head_dim, a.head_dim),
+    ] {
+        if let Some(v) = given {
+            *size = v;
+        }
+    }
     if let Some(dir) = a.out.parent().filter(|d| !d.as_os_str().is_empty()) {
         std::fs::create_dir_all(dir)
             .map_err(|e| anyhow::anyhow!("{}: cannot create: {e}", dir.display()))?;

@@ -141,6 +141,9 @@ enum Init {
     Matrix,
 }
 
+/// The largest size (and layer count) a spec may ask for.
+const MAX_SIZE: usize = 65_536;
+
 impl SynthSpec {
     /// The test model: 2 layers, hidden 256 (a multiple of 256 so K-quants fit), 4 heads of 64
     /// with 2 kv heads, ffn 512, F32, tied. Gemma 3: 1 kv head, sliding window 4 (so the window
@@ -330,6 +333,12 @@ impl SynthSpec {
         ];
         if let Some((name, _)) = sizes.iter().find(|(_, v)| *v == 0) {
             return Err(bad(format!("{name} is 0; every size must be at least 1")));
+        }
+        // Checked before anything is drawn: each tensor is drawn as f32 in memory first.
+        if let Some((name, v)) = sizes.iter().find(|(_, v)| *v > MAX_SIZE) {
+            return Err(bad(format!(
+                "{name} {v} is over {MAX_SIZE}; Llama 3 70B's largest size is 28672"
+            )));
         }
         if !self.n_head.is_multiple_of(self.n_kv_head) {
             return Err(bad(format!(
