@@ -18,7 +18,7 @@ use std::alloc::{GlobalAlloc, Layout, System};
 use std::sync::atomic::{AtomicUsize, Ordering};
 
 use candle_core::quantized::GgmlDType;
-use candle_core::{DType, Device, Tensor};
+use candle_core::DType;
 use dpo_lora::data::batch::TrainPair;
 use dpo_lora::data::encode::EncodedSide;
 use dpo_lora::gguf::GgufFile;
@@ -94,13 +94,7 @@ fn a_candle_step_keeps_at_most_two_dequantized_matrices_alive() {
     drop(f);
     let (h, ffn, nl) = (spec.hidden, spec.ffn, spec.n_layer);
     let lora = common::lora_on_every_target(&model, 8, 16.0, false, 1);
-    // B != 0, so every A gets a gradient too (and the step is a real one).
-    for (i, l) in lora.layers.values().enumerate() {
-        let n = l.b.as_tensor().elem_count();
-        let v = dpo_lora::synth::uniform_values(n, 7 + i as u64, 0.01);
-        l.b.set(&Tensor::from_vec(v, l.b.as_tensor().shape(), &Device::Cpu).unwrap())
-            .unwrap();
-    }
+    common::randomize_b(&lora, 7, 0.01);
     let vars = lora.vars();
     let _opt = AdamW::new(&vars, 0.0).unwrap();
     let lora_bytes: usize = vars.iter().map(|v| v.as_tensor().elem_count() * 4).sum();

@@ -193,12 +193,7 @@ fn real_models_candle_backend_matches_the_cpu_kernels() {
             .map(|p| (scored(&p[0]), scored(&p[1])))
             .collect();
         let lora = common::lora_on_every_target(&kernels, 8, 16.0, false, 5);
-        for (i, l) in lora.layers.values().enumerate() {
-            let n = l.b.as_tensor().elem_count();
-            let v = dpo_lora::synth::uniform_values(n, 100 + i as u64, 0.01);
-            l.b.set(&Tensor::from_vec(v, l.b.as_tensor().shape(), &Device::Cpu).unwrap())
-                .unwrap();
-        }
+        common::randomize_b(&lora, 100, 0.01);
         let vars = lora.vars();
         let run = |m: &Model| {
             let off = m.pair_logps(&pairs, Adapters::Off).unwrap();

@@ -478,13 +478,7 @@ fn pair_by_pair_backward_equals_one_graph_of_the_batch() {
         let model = Model::load(&GgufFile::open(&path).unwrap(), &exec).unwrap();
         let arch = (arch, exec.backend);
         let lora = lora_on_every_target(&model, 4, 8.0, false, 1);
-        // B != 0, so A gets gradients too
-        for (i, l) in lora.layers.values().enumerate() {
-            let n = l.b.as_tensor().elem_count();
-            let vals = dpo_lora::synth::uniform_values(n, 40 + i as u64, 0.05);
-            l.b.set(&Tensor::from_vec(vals, l.b.as_tensor().shape(), &Device::Cpu).unwrap())
-                .unwrap();
-        }
+        common::randomize_b(&lora, 40, 0.05);
         let side = |n: usize, prompt: usize, k: u32| EncodedSide {
             ids: (0..n as u32).map(|i| (i * k + 5) % 250).collect(),
             prompt_len: prompt,
@@ -596,12 +590,7 @@ fn candle_step_with_dropout_reruns_each_pair_with_its_masks() {
     );
     let mut lora = lora_on_every_target(&kernels, 4, 8.0, false, 2);
     lora.config.dropout = 0.3;
-    for (i, l) in lora.layers.values().enumerate() {
-        let n = l.b.as_tensor().elem_count();
-        let vals = dpo_lora::synth::uniform_values(n, 60 + i as u64, 0.05);
-        l.b.set(&Tensor::from_vec(vals, l.b.as_tensor().shape(), &Device::Cpu).unwrap())
-            .unwrap();
-    }
+    common::randomize_b(&lora, 60, 0.05);
     let side = |n: usize, k: u32| EncodedSide {
         ids: (0..n as u32).map(|i| (i * k + 9) % 250).collect(),
         prompt_len: 4,

@@ -93,6 +93,17 @@ pub fn lora_on_every_target(m: &Model, rank: usize, alpha: f64, rslora: bool, se
     .unwrap()
 }
 
+/// Every B of `lora` drawn uniformly in ±`scale` from `seed` (B = 0 at init gives A no
+/// gradient and the policy no difference from the base).
+pub fn randomize_b(lora: &Lora, seed: u64, scale: f32) {
+    for (i, l) in lora.layers.values().enumerate() {
+        let t = l.b.as_tensor();
+        let v = dpo_lora::synth::uniform_values(t.elem_count(), seed + i as u64, scale);
+        l.b.set(&Tensor::from_vec(v, t.shape(), &Device::Cpu).unwrap())
+            .unwrap();
+    }
+}
+
 /// The `--set` overrides that point `recipes/tiny.yaml` at `model` and the repository's tiny
 /// train/eval data, writing into `out`. Later overrides win, so a test appends its own.
 pub fn tiny_run_sets(model: &Path, out: &Path) -> Vec<String> {
