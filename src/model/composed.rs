@@ -5,7 +5,7 @@
 
 use candle_core::{DType, Result, Tensor, D};
 
-use super::fused::Activation;
+use super::config::Activation;
 
 /// `x / sqrt(mean(x²) + eps) · w`. The statistic is taken in f32 whatever `x`'s type: in bf16
 /// a sum over 4096 values keeps 8 bits of mantissa, and `x²` overflows f16 past |x| = 256. The

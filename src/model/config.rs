@@ -6,7 +6,6 @@
 
 use crate::gguf::{GgufError, GgufFile};
 
-use super::fused::Activation;
 
 /// The architectures dpo-lora can load. Each differs from llama only where listed here.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -201,4 +200,14 @@ impl Config {
     pub fn is_sliding(&self, il: usize) -> bool {
         self.sliding_window.is_some() && il % self.global_every < self.global_every - 1
     }
+}
+
+/// The gated MLP's activation (its kernels and its composed form: `fused`, `composed`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Activation {
+    /// `x · sigmoid(x)`: llama, qwen2, qwen3.
+    Silu,
+    /// tanh-approximated GELU (`gelu_pytorch_tanh`): gemma3. candle-transformers'
+    /// quantized_gemma3 uses SiLU here, which doubles the perplexity (FACTS.md).
+    GeluTanh,
 }

@@ -21,6 +21,7 @@ use candle_core::{CpuStorage, CustomOp1, CustomOp2, Layout, Result, Shape, Stora
 use rayon::prelude::*;
 
 use super::backend::{enter_cpu_kernel, Backend};
+pub use super::config::Activation;
 use super::fastmath::{exp, lane_max, lane_sum, sigmoid, tanh, wide};
 use super::qlinear::contiguous_f32;
 
@@ -158,16 +159,6 @@ impl CustomOp1 for RmsNorm {
 
 // ---------------------------------------------------------------------------------------------
 // Gated activation
-
-/// The gated MLP's activation.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Activation {
-    /// `x · sigmoid(x)`: llama, qwen2, qwen3.
-    Silu,
-    /// tanh-approximated GELU (`gelu_pytorch_tanh`): gemma3. candle-transformers'
-    /// quantized_gemma3 uses SiLU here, which doubles the perplexity (FACTS.md).
-    GeluTanh,
-}
 
 /// sqrt(2/π), the tanh-GELU constant (PyTorch `gelu(approximate="tanh")`).
 const SQRT_2_OVER_PI: f32 = 0.797_884_6;
