@@ -13,7 +13,7 @@ fn main() {
     if std::env::var_os("CANDLE_NUM_THREADS").is_none() {
         std::env::set_var("CANDLE_NUM_THREADS", "1");
     }
-    // Pairs run one per core (`model::lanes`), so two threads allocate activations at once; glibc
+    // Pairs run one per core (`model::kernels::lanes`), so two threads allocate activations at once; glibc
     // gives each its own arena, where memory freed by one is not reused by the other. One arena
     // kept the peak of a 256-token SmolLM2 DPO step at 680-690 MiB where two arenas wandered
     // between 700 and 780 MiB from run to run, at the same speed (the allocations are few and

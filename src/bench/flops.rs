@@ -2,7 +2,7 @@
 //!
 //! Owns: the FLOP count of a forward (and a forward + backward) from the model's shapes, and the
 //! matrix-product peak measured through the same gemm call the frozen linears use
-//! ([`crate::model::qweight`]'s `gemm_f32`, rayon-parallel over every core).
+//! ([`crate::model::kernels::qweight`]'s `gemm_f32`, rayon-parallel over every core).
 //!
 //! The count (one multiply-add = 2 FLOPs; matrix products only: norms, RoPE, softmax, GELU and
 //! the optimizer are element-wise and left out, so the share of peak they cost shows as lost time):
@@ -116,7 +116,7 @@ pub fn matmul_peak(hidden: usize, ffn: usize, reps: usize) -> Vec<MatmulPoint> {
                 let t = Instant::now();
                 // Safety: a, b and c are m·k, k·n and m·n row-major buffers.
                 unsafe {
-                    crate::model::qweight::gemm_f32(
+                    crate::model::kernels::qweight::gemm_f32(
                         m,
                         n,
                         k,

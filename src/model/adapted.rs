@@ -14,9 +14,9 @@ use candle_core::{CpuStorage, CustomOp3, DType, Layout, Result, Shape, Tensor};
 
 use super::backend::{enter_cpu_kernel, Backend};
 use super::fused::with_f32;
+use super::kernels::qweight::{product, rm, tr};
 use super::lora::Branch;
 use super::qlinear::{contiguous_f32x3, QLinear};
-use super::qweight::{product, rm, tr};
 
 /// `lin(x) + branch(x)` (`lin(x)` alone for no branch), in `x`'s type: one op where it can be.
 /// `base`, when given, is `lin(x)` from an earlier forward of the same `x` (a checkpointed
@@ -181,7 +181,7 @@ impl CustomOp3 for Adapted {
 mod tests {
     use super::*;
     const CPU: Backend = Backend::CpuKernels;
-    use crate::model::qweight::QWeight;
+    use crate::model::kernels::qweight::QWeight;
     use crate::synth::uniform_values;
     use candle_core::quantized::{GgmlDType, QTensor};
     use candle_core::{Device, Var};

@@ -14,10 +14,10 @@ use std::sync::Mutex;
 
 use candle_core::{CpuStorage, CustomOp3, Layout, Result, Shape, Tensor};
 
-use super::fastmath::wide;
 use super::fused::{softmax_grad_row, softmax_in_place, with_f32};
+use super::kernels::fastmath::wide;
+use super::kernels::qweight::{product, rm, tr};
 use super::qlinear::contiguous_f32x3;
-use super::qweight::{product, rm, tr};
 
 /// `q (b, h, t, d)`, `k`, `v (b, kv, t, d)` contiguous f32 on the CPU, `mask (b, 1, t, t)`.
 pub(crate) fn attention(

@@ -6,7 +6,6 @@
 
 use crate::gguf::{GgufError, GgufFile};
 
-
 /// The architectures dpo-lora can load. Each differs from llama only where listed here.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Arch {

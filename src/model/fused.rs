@@ -22,7 +22,7 @@ use rayon::prelude::*;
 
 use super::backend::{enter_cpu_kernel, Backend};
 pub use super::config::Activation;
-use super::fastmath::{exp, lane_max, lane_sum, sigmoid, tanh, wide};
+use super::kernels::fastmath::{exp, lane_max, lane_sum, sigmoid, tanh, wide};
 use super::qlinear::contiguous_f32;
 
 /// Floats handed to one rayon task: below this the task overhead outweighs the work.

@@ -16,17 +16,15 @@ pub mod backend;
 pub mod block;
 pub mod composed;
 pub mod config;
-pub mod fastmath;
 pub mod fused;
 pub mod handover;
 pub mod head;
-pub mod lanes;
+pub mod kernels;
 pub mod layers;
 pub mod lora;
 pub mod pack;
 pub mod peft;
 pub mod qlinear;
-pub mod qweight;
 pub mod recompute;
 
 use candle_core::{DType, Device, Result, Tensor};
@@ -37,12 +35,12 @@ pub use block::Keep;
 use block::{Block, BlockInputs, Linears};
 pub use config::{Arch, Config};
 use fused::rms_norm;
+use kernels::qweight::QWeight;
 pub use layers::RowLayout;
 use layers::{attention_mask, rope_tables};
 pub use lora::{Adapters, Branch, Lora, LoraConfig, LoraLinear, Target};
 pub use pack::Packed;
 use qlinear::QLinear;
-use qweight::QWeight;
 
 pub struct Model {
     pub config: Config,

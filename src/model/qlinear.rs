@@ -19,7 +19,7 @@ use candle_core::{
 
 use super::backend::{enter_cpu_kernel, Backend};
 use super::handover::{self, handover};
-use super::qweight::QWeight;
+use super::kernels::qweight::QWeight;
 
 /// `x (.., in) -> (.., out)` through a frozen weight `(out, in)` and an optional f32 bias `(out,)`.
 #[derive(Debug, Clone)]

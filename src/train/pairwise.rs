@@ -19,7 +19,8 @@ use candle_core::{Result, Tensor, Var};
 
 use super::{reference, RefVals};
 use crate::data::batch::TrainPair;
-use crate::model::{lanes, Adapters, Backend, Model};
+use crate::model::kernels::lanes;
+use crate::model::{Adapters, Backend, Model};
 use crate::rng::SplitMix64;
 
 /// The forwards of a micro-batch, pair by pair.

@@ -13,7 +13,7 @@
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 
-use super::backend::Backend;
+use crate::model::backend::Backend;
 use rayon::prelude::*;
 
 /// Jobs of [`map`] running now, over the whole process.
