@@ -55,7 +55,7 @@ impl BackendChoice {
                     .into(),
             );
         }
-        let kernels_fit = device.is_cpu() && dtype == DType::F32;
+        let kernels_fit = kernels_fit(device, dtype);
         match self {
             Self::Auto if kernels_fit => Ok(Backend::CpuKernels),
             Self::Auto if device.is_cpu() => Err(format!(
@@ -71,6 +71,12 @@ impl BackendChoice {
             )),
         }
     }
+}
+
+/// Whether our CPU kernels can run `dtype` on `device`: f32 on the CPU only. The one place the
+/// rule is written (the backend choice, the load and every kernel entry ask it).
+pub fn kernels_fit(device: &Device, dtype: DType) -> bool {
+    device.is_cpu() && dtype == DType::F32
 }
 
 /// Where and how a model runs: fixed when it is loaded.
@@ -92,16 +98,6 @@ impl Execution {
         }
     }
 
-    /// `choice` resolved against `device` and `dtype`.
-    pub fn new(device: Device, dtype: DType, choice: BackendChoice) -> Result<Self, String> {
-        let backend = choice.resolve(&device, dtype)?;
-        Ok(Self {
-            device,
-            dtype,
-            backend,
-        })
-    }
-
     /// The user's three choices resolved: `dtype` against the device, then the backend.
     pub fn choose(
         device: Device,
@@ -109,7 +105,12 @@ impl Execution {
         backend: BackendChoice,
     ) -> Result<Self, String> {
         let dtype = dtype.resolve(&device);
-        Self::new(device, dtype, backend)
+        let backend = backend.resolve(&device, dtype)?;
+        Ok(Self {
+            device,
+            dtype,
+            backend,
+        })
     }
 
     /// candle's ops on the CPU in `dtype`: the GPU's path, run where a test can compare it.
@@ -136,7 +137,7 @@ pub fn cpu_kernel_entries() -> u64 {
 /// a tensor the kernels cannot read (a model loaded with the CPU kernels holds only such).
 pub(crate) fn enter_cpu_kernel(op: &str, x: &Tensor) -> candle_core::Result<()> {
     KERNEL_ENTRIES.with(|c| c.set(c.get() + 1));
-    if !x.device().is_cpu() || x.dtype() != DType::F32 {
+    if !kernels_fit(x.device(), x.dtype()) {
         candle_core::bail!(
             "{op}: the CPU kernels take f32 on the CPU, got {:?} on {:?}",
             x.dtype(),

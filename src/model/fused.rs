@@ -60,7 +60,7 @@ fn last_dim(layout: &Layout) -> Result<usize> {
 /// so `w` is used as stored.
 pub fn rms_norm(be: Backend, x: &Tensor, w: &Tensor, eps: f64) -> Result<Tensor> {
     if be == Backend::Candle {
-        return super::composed::rms_norm(x, &w.to_dtype(x.dtype())?, eps);
+        return super::composed::rms_norm(x, w, eps);
     }
     enter_cpu_kernel("rms_norm", x)?;
     let w = w.to_vec1::<f32>()?;
@@ -396,7 +396,7 @@ pub fn masked_softmax(be: Backend, scores: &Tensor, mask: &Tensor, scale: f64) -
         )
     }
     if be == Backend::Candle {
-        return super::composed::masked_softmax(scores, &mask.to_dtype(scores.dtype())?, scale);
+        return super::composed::masked_softmax(scores, mask, scale);
     }
     enter_cpu_kernel("masked softmax", scores)?;
     scores.contiguous()?.apply_op2(

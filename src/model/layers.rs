@@ -154,7 +154,7 @@ fn grouped(q: &Tensor, k: &Tensor, v: &Tensor, mask: &Tensor, scale: f64) -> Res
     let scores = q.matmul(&k.t()?.contiguous()?)?;
     let p = masked_softmax(
         &scores.reshape((b_sz, n_head, seq_len, kv_len))?,
-        &mask.to_dtype(scores.dtype())?,
+        mask,
         scale,
     )?;
     p.reshape((b_sz, n_kv_head, n_rep * seq_len, kv_len))?

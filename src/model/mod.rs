@@ -91,9 +91,7 @@ impl Model {
     /// once, still quantized. The backend and dtype are fixed from here on.
     pub fn load(f: &GgufFile, exec: &Execution) -> std::result::Result<Self, GgufError> {
         let mut m = Self::load_host(f)?;
-        if exec.backend == Backend::CpuKernels
-            && (!exec.device.is_cpu() || exec.dtype != DType::F32)
-        {
+        if exec.backend == Backend::CpuKernels && !backend::kernels_fit(&exec.device, exec.dtype) {
             return Err(tensor_err(
                 f,
                 "(loading)",
@@ -160,15 +158,6 @@ impl Model {
     /// How the ops run (see `backend`).
     pub fn backend(&self) -> Backend {
         self.backend
-    }
-
-    /// The device, dtype and backend the model was loaded with.
-    pub fn execution(&self) -> Execution {
-        Execution {
-            device: self.device.clone(),
-            dtype: self.dtype,
-            backend: self.backend,
-        }
     }
 
     /// Gradient checkpointing of training forwards (`Adapters::Train`), on by default: each

@@ -87,6 +87,8 @@ impl QLinear {
         }
         let n = x.elem_count() / in_f.max(1);
         let x2 = x.reshape((n, in_f))?.contiguous()?;
+        let mut out_dims = dims;
+        *out_dims.last_mut().unwrap() = self.out_features();
         let y = match be {
             // The product is formed off the graph and the dequantized W dropped at once; the
             // backward dequantizes it again (`input_grad`). A matmul in the graph would keep W
@@ -100,8 +102,6 @@ impl QLinear {
                     Some(b) => y.broadcast_add(&b.to_dtype(y.dtype())?)?,
                     None => y,
                 };
-                let mut out_dims = dims;
-                *out_dims.last_mut().unwrap() = self.out_features();
                 return given(be, self, &x2, &y)?.reshape(out_dims);
             }
             Backend::CpuKernels => {
@@ -111,8 +111,6 @@ impl QLinear {
                 })?
             }
         };
-        let mut out_dims = dims;
-        *out_dims.last_mut().unwrap() = self.out_features();
         let y = y.reshape(out_dims)?;
         match &self.bias {
             Some(b) => y.broadcast_add(&b.to_dtype(y.dtype())?),
@@ -155,7 +153,7 @@ pub(crate) fn given(be: Backend, lin: &QLinear, x: &Tensor, y: &Tensor) -> Resul
             x.dims()
         )
     }
-    let out = x.reshape((n, in_f))?.apply_op1(Reuse {
+    let out = x.reshape((n, in_f))?.apply_op1(Given {
         be,
         lin: lin.clone(),
         out: Mutex::new(Some(y.reshape((n, out_f))?)),
@@ -164,13 +162,13 @@ pub(crate) fn given(be: Backend, lin: &QLinear, x: &Tensor, y: &Tensor) -> Resul
 }
 
 /// The graph node of [`given`]: arg `x (n, in)`, value the kept output `(n, out)`.
-struct Reuse {
+struct Given {
     be: Backend,
     lin: QLinear,
     out: Mutex<Option<Tensor>>,
 }
 
-impl CustomOp1 for Reuse {
+impl CustomOp1 for Given {
     fn name(&self) -> &'static str {
         "frozen-linear-given-value"
     }
