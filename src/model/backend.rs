@@ -5,7 +5,7 @@
 //! the device and dtype, the [`Execution`] a model is loaded with, and a per-thread count of CPU
 //! kernel entries that tests use to prove the Candle backend runs none of them.
 //! Does not: pick the device (see `device`) or implement any op (each op's two forms sit side by
-//! side in its own file: `fused`, `layers`/`attend`, `adapted`, `qlinear`, `head`).
+//! side in its own file under `ops`: linear, adapted, norm, rope, activation, attention, head).
 //!
 //! No op decides from `device.is_cpu()`: an op is handed the backend and matches on it.
 

@@ -9,10 +9,11 @@ use candle_core::{Result, Tensor};
 
 use super::backend::Backend;
 use super::config::Config;
-use super::fused::{rms_norm, rope};
-use super::layers::attention;
+use super::ops::attention::attention;
+use super::ops::linear::QLinear;
+use super::ops::norm::rms_norm;
+use super::ops::rope::rope;
 use super::lora::{Branch, Target};
-use super::qlinear::QLinear;
 
 /// The frozen weights of one layer. Cheap to clone: every tensor is shared.
 #[derive(Clone)]
@@ -66,10 +67,10 @@ pub(crate) enum Linears<'a> {
 pub enum Keep {
     /// The block input only: the recompute multiplies every linear again.
     None,
-    /// + the MLP's gate and up outputs (two `(tokens, ffn)` tensors).
+    /// Also the MLP's gate and up outputs (two `(tokens, ffn)` tensors).
     Mlp,
-    /// + o and down too (two `(tokens, hidden)` more): the recompute multiplies only q, k and v
-    /// (o, gate, up, down are 84% of a block's matmul work on SmolLM2).
+    /// Also o and down (two `(tokens, hidden)` more): the recompute multiplies only q, k and v,
+    /// and o, gate, up and down are 84% of a block's matmul work on SmolLM2.
     #[default]
     Projections,
 }
@@ -144,7 +145,7 @@ impl Block {
             ),
             _ => None,
         };
-        super::adapted::forward(be, lin, x, branch.as_ref(), base.as_ref())
+        super::ops::adapted::forward(be, lin, x, branch.as_ref(), base.as_ref())
     }
 
     /// `x (b_sz, seq_len, hidden) -> (b_sz, seq_len, hidden)`.

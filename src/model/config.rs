@@ -201,7 +201,7 @@ impl Config {
     }
 }
 
-/// The gated MLP's activation (its kernels and its composed form: `fused`, `composed`).
+/// The gated MLP's activation (both forms: `ops::activation`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Activation {
     /// `x · sigmoid(x)`: llama, qwen2, qwen3.

@@ -3,7 +3,7 @@
 //! Owns: taking the stashed tensor once and giving its storage to candle as the op's forward
 //! result, on the CPU, CUDA or Metal. Used where a value's graph would cost more than its
 //! backward: a checkpointed block's output (`recompute`) and a frozen linear's product whose
-//! dequantized weight must not stay alive (`qlinear::given`).
+//! dequantized weight must not stay alive (`ops::linear::given`).
 
 use std::sync::Mutex;
 

@@ -10,22 +10,18 @@
 //! a LoRA B on q/k is already in PEFT's row order. References: HF `modeling_llama.py`,
 //! `modeling_qwen2/3.py`, `modeling_gemma3.py`; llama.cpp `src/models/*.cpp`.
 
-pub mod adapted;
-pub mod attend;
 pub mod backend;
 pub mod block;
-pub mod composed;
 pub mod config;
-pub mod fused;
 pub mod handover;
-pub mod head;
 pub mod kernels;
-pub mod layers;
 pub mod lora;
+pub mod ops;
 pub mod pack;
 pub mod peft;
-pub mod qlinear;
 pub mod recompute;
+
+use std::sync::Arc;
 
 use candle_core::{DType, Device, Result, Tensor};
 
@@ -34,27 +30,31 @@ pub use backend::{Backend, BackendChoice, Execution};
 pub use block::Keep;
 use block::{Block, BlockInputs, Linears};
 pub use config::{Arch, Config};
-use fused::rms_norm;
 use kernels::qweight::QWeight;
-pub use layers::RowLayout;
-use layers::{attention_mask, rope_tables};
+use ops::attention::attention_mask;
+pub use ops::attention::RowLayout;
+use ops::dense::DeviceMatrix;
+use ops::head;
+use ops::linear::QLinear;
+use ops::norm::rms_norm;
+use ops::rope::rope_tables;
 pub use lora::{Adapters, Branch, Lora, LoraConfig, LoraLinear, Target};
 pub use pack::Packed;
-use qlinear::QLinear;
 
 pub struct Model {
     pub config: Config,
-    embed: QWeight,
+    embed: Arc<QWeight>,
     /// `None` when the output projection is tied to the embedding.
-    output: Option<QWeight>,
+    output: Option<Arc<QWeight>>,
     output_norm: Tensor,
     blocks: Vec<Block>,
     rope_freq_factors: Option<Vec<f32>>,
     device: Device,
     /// How every op runs, fixed at load.
     backend: Backend,
-    /// The output matrix in quantized row blocks on the device, for the Candle backend's head.
-    head_blocks: Vec<candle_core::quantized::QTensor>,
+    /// The embedding and the output matrix as the Candle backend reads them (one matrix when
+    /// tied); `None` under the CPU kernels.
+    candle: Option<CandleMatrices>,
     /// Training forwards keep only each block's input and recompute the block in the backward.
     checkpointing: bool,
     /// What a checkpointed block keeps besides its input.
@@ -66,8 +66,11 @@ pub struct Model {
     dtype: DType,
 }
 
-/// Rows per block of the output matrix on the generic path (Gemma: 16 blocks of 16,384 rows).
-const HEAD_BLOCK_ROWS: usize = 16_384;
+/// The embedding and output matrices on the Candle backend's device.
+struct CandleMatrices {
+    embed: DeviceMatrix,
+    output: DeviceMatrix,
+}
 
 /// A token sequence and where its scored part starts: tokens `ids[score_from..]` are scored,
 /// each from the position before it (so `score_from >= 1`).
@@ -104,21 +107,22 @@ impl Model {
         }
         m.backend = exec.backend;
         m.dtype = exec.dtype;
-        if !exec.device.is_cpu() {
+        if exec.backend == Backend::Candle {
             m.move_to(&exec.device)
                 .map_err(|e| tensor_err(f, "(moving to the device)", e))?;
-        }
-        if exec.backend == Backend::Candle {
-            m.head_blocks = m
-                .output_weight()
-                .row_blocks_on(HEAD_BLOCK_ROWS, &exec.device)
-                .map_err(|e| tensor_err(f, "(output blocks)", e))?;
         }
         Ok(m)
     }
 
-    /// Copy the quantized weights and the norms to `device` (for the Candle backend there).
+    /// Prepare the Candle backend on `device`: the quantized weights copied there once (read in
+    /// place on the CPU), and the norms.
     fn move_to(&mut self, device: &Device) -> Result<()> {
+        let embed = DeviceMatrix::new(&self.embed, device)?;
+        let output = match &self.output {
+            Some(w) => DeviceMatrix::new(w, device)?,
+            None => embed.clone(),
+        };
+        self.candle = Some(CandleMatrices { embed, output });
         for b in &mut self.blocks {
             for l in [
                 &mut b.q,
@@ -206,9 +210,9 @@ impl Model {
                 Ok(None)
             }
         };
-        let embed = mat("token_embd.weight", c.vocab, h)?;
+        let embed = Arc::new(mat("token_embd.weight", c.vocab, h)?);
         let output = if f.has_tensor("output.weight") {
-            Some(mat("output.weight", c.vocab, h)?)
+            Some(Arc::new(mat("output.weight", c.vocab, h)?))
         } else {
             None
         };
@@ -297,7 +301,7 @@ impl Model {
             rope_freq_factors,
             device: device.clone(),
             backend: Backend::CpuKernels,
-            head_blocks: Vec::new(),
+            candle: None,
             checkpointing: true,
             keep: Keep::default(),
             prefix_sharing: true,
@@ -311,7 +315,7 @@ impl Model {
 
     /// The output projection `(vocab, hidden)`: `output.weight`, or the embedding when tied.
     pub fn output_weight(&self) -> &QWeight {
-        self.output.as_ref().unwrap_or(&self.embed)
+        self.output.as_deref().unwrap_or(&self.embed)
     }
 
     pub fn is_tied(&self) -> bool {
@@ -393,10 +397,11 @@ impl Model {
             candle_core::bail!("forward: {} ids for {b_sz} x {seq_len}", ids.len())
         }
         let (hd, dev) = (c.head_dim, &self.device);
-        let mut x = self
-            .embed
-            .gather_rows(ids, dev)?
-            .reshape((b_sz, seq_len, c.hidden))?;
+        let x = match &self.candle {
+            Some(m) => m.embed.gather_f32(ids)?,
+            None => self.embed.gather_rows(ids, dev)?,
+        };
+        let mut x = x.reshape((b_sz, seq_len, c.hidden))?;
         if c.arch == Arch::Gemma3 {
             x = (x * (c.hidden as f64).sqrt())?;
         }
@@ -496,12 +501,9 @@ impl Model {
         let hidden = self.forward_rows(&p.ids, &p.rows, p.seq_len, adapters)?;
         let flat = hidden.reshape((p.rows.len() * p.seq_len, self.config.hidden))?;
         let picked = flat.index_select(&Tensor::new(rows.as_slice(), &self.device)?, 0)?;
-        let tokens = match self.backend {
-            Backend::Candle => {
-                let trow = self.output_weight().gather_rows(&targets, &self.device)?;
-                head::token_logps_blocks(&picked, &trow, &self.head_blocks)?
-            }
-            Backend::CpuKernels => head::token_logps(&picked, &targets, self.output_weight())?,
+        let tokens = match &self.candle {
+            Some(m) => head::token_logps_candle(&picked, &targets, &m.output)?,
+            None => head::token_logps(&picked, &targets, self.output_weight())?,
         };
         // sums = S (n_seq, n_tok) · tokens: a differentiable segment sum.
         let (n_seq, n_tok) = (ranges.len(), targets.len());

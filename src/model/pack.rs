@@ -4,7 +4,7 @@
 //! Owns: row contents, RoPE positions and branches ([`RowLayout`]), and which row position
 //! predicts each scored token. Does not: run the model (see `Model::logps`).
 
-use super::layers::RowLayout;
+use super::ops::attention::RowLayout;
 use super::Scored;
 
 /// Right-padded rows and the scored tokens of each output sequence.

@@ -16,7 +16,7 @@
 //!
 //! The first run keeps the outputs of the linears its `block::Keep` level names
 //! (`train.checkpoint_keep`: none, the MLP's gate/up, or o/gate/up/down); the second run takes
-//! them back (through `qlinear::given`, or the fused adapted-linear op with the kept product as
+//! them back (through `ops::linear::given`, or the fused adapted-linear op with the kept product as
 //! its value) instead of multiplying again. Measured on SmolLM2 (256 tokens, 2 pairs, CPU
 //! kernels): block input only 441 MiB / ~10.7 s per DPO step (stop 9); gate/up kept 655 MiB /
 //! ~5.6 s; all four 710 MiB / ~5.1 s.

@@ -4,7 +4,7 @@
 //!
 //! Owns: the functions and their accuracy (within 2e-7 relative of f64 `exp` over the range
 //! where f32 `exp` is normal; `exp(x)` is exactly 0 below -87, where the true value is a
-//! subnormal). Does not: own any kernel (see `fused`).
+//! subnormal). Does not: own any kernel (see `ops`, `attend`).
 //!
 //! Why: the attention softmax and the gated activations called libm's `expf` one value at a
 //! time, which took more time than the matrix products of the attention (FACTS.md: element-wise

@@ -4,7 +4,7 @@
 //! dequantization of row ranges to f32, and the f32 matrix products the model builds on
 //! (`x · Wᵀ`, `g · W`), computed block of rows by block of rows so a whole f32 copy of a large
 //! matrix (Gemma's 262,144 x 640 embedding is 671 MB) never exists.
-//! Does not: track gradients (see `qlinear` and `head`, which wrap these products in ops).
+//! Does not: track gradients (see `ops::linear` and `ops::head`, which wrap these products in ops).
 //!
 //! Why dequantize-then-f32 rather than candle's quantized kernel: that kernel quantizes the
 //! activations to 8 bits and lands 0.2-1.3 nats per sequence away from the f32 reference; on
@@ -101,23 +101,6 @@ impl QWeight {
         }
         let storage = QStorage::from_data(Cow::Owned(out), &self.q.device(), self.dtype())?;
         Self::new(QTensor::new(storage, (self.rows, self.cols))?)
-    }
-
-    /// The matrix as quantized blocks of at most `rows` rows each on `device`, for the generic
-    /// (GPU) log-prob head, which dequantizes one block at a time.
-    pub fn row_blocks_on(&self, rows: usize, device: &Device) -> Result<Vec<QTensor>> {
-        let rb = self.row_bytes();
-        let data = self.data()?;
-        let mut out = Vec::new();
-        let mut r0 = 0;
-        while r0 < self.rows {
-            let r1 = (r0 + rows.max(1)).min(self.rows);
-            let storage =
-                QStorage::from_data(Cow::Borrowed(&data[r0 * rb..r1 * rb]), device, self.dtype())?;
-            out.push(QTensor::new(storage, (r1 - r0, self.cols))?);
-            r0 = r1;
-        }
-        Ok(out)
     }
 
     /// Dequantize rows `r0..r1` into `out` (length `(r1 - r0) * cols`).

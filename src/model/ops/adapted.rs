@@ -2,7 +2,7 @@
 //!
 //! Owns: the op's forward and backward (input gradient `g · W + s · (g · B) · A`, and the
 //! adapter's `dA = s · (g · B)ᵀ · x`, `dB = s · gᵀ · (x · Aᵀ)`), each product a direct gemm.
-//! Does not: hold the weights (see `qlinear`, `lora`), or run dropout: a branch with dropout
+//! Does not: hold the weights (see `linear`, `lora`), or run dropout: a branch with dropout
 //! and the Candle backend take the composed form (`lin(x) + branch(x)`).
 //!
 //! Why: composed, every adapted linear added five nodes to the graph (the two thin products,
@@ -12,11 +12,11 @@
 
 use candle_core::{CpuStorage, CustomOp3, DType, Layout, Result, Shape, Tensor};
 
-use super::backend::{enter_cpu_kernel, Backend};
-use super::fused::with_f32;
-use super::kernels::qweight::{product, rm, tr};
-use super::lora::Branch;
-use super::qlinear::{contiguous_f32x3, QLinear};
+use crate::model::backend::{enter_cpu_kernel, Backend};
+use crate::model::kernels::host::{contiguous_f32x3, with_f32};
+use crate::model::kernels::qweight::{product, rm, tr};
+use crate::model::lora::Branch;
+use super::linear::QLinear;
 
 /// `lin(x) + branch(x)` (`lin(x)` alone for no branch), in `x`'s type: one op where it can be.
 /// `base`, when given, is `lin(x)` from an earlier forward of the same `x` (a checkpointed
@@ -29,7 +29,7 @@ pub(crate) fn forward(
     base: Option<&Tensor>,
 ) -> Result<Tensor> {
     let plain = |x: &Tensor| match base {
-        Some(y) => super::qlinear::given(be, lin, x, y),
+        Some(y) => super::linear::given(be, lin, x, y),
         None => lin.forward(be, x),
     };
     let Some(br) = branch else {

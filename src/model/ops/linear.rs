@@ -6,29 +6,31 @@
 //! Does not: hold LoRA (see `lora`), which adds its own differentiable branch beside this one.
 //!
 //! Two forms, chosen by the model's [`Backend`]: the CPU kernel (a custom op over the host
-//! [`QWeight`]), or candle's ops: the quantized weight (a copy on the device, or the host one on
-//! the CPU) dequantized per product and multiplied with candle's matmul (at rest it stays
-//! quantized).
+//! [`QWeight`]), or candle's ops: the quantized weight (a [`DeviceMatrix`]) dequantized on its
+//! device for each product, off the graph, and dropped right after it; the backward dequantizes
+//! it again. At rest it stays quantized.
 
 use std::sync::{Arc, Mutex};
 
-use candle_core::quantized::{QStorage, QTensor};
 use candle_core::{
     CpuStorage, CudaStorage, CustomOp1, Device, Layout, MetalStorage, Result, Shape, Tensor,
 };
 
-use super::backend::{enter_cpu_kernel, Backend};
-use super::handover::{self, handover};
-use super::kernels::qweight::QWeight;
+use super::dense::DeviceMatrix;
+
+use crate::model::backend::{enter_cpu_kernel, Backend};
+use crate::model::handover::{self, handover};
+use crate::model::kernels::host::contiguous_f32;
+use crate::model::kernels::qweight::QWeight;
 
 /// `x (.., in) -> (.., out)` through a frozen weight `(out, in)` and an optional f32 bias `(out,)`.
 #[derive(Debug, Clone)]
 pub struct QLinear {
     weight: Arc<QWeight>,
     bias: Option<Tensor>,
-    /// The quantized weight on a non-CPU device (the Candle backend there); the CPU reads the
-    /// host copy.
-    on_device: Option<Arc<QTensor>>,
+    /// The weight as the Candle form reads it, prepared at load for the model's device; built
+    /// on the fly over the host weight when absent (the Candle backend on the CPU).
+    candle: Option<DeviceMatrix>,
 }
 
 impl QLinear {
@@ -36,16 +38,14 @@ impl QLinear {
         Self {
             weight: Arc::new(weight),
             bias,
-            on_device: None,
+            candle: None,
         }
     }
 
-    /// Copy the quantized weight (and the bias) to `device` once, for the Candle backend there;
-    /// the host copy stays for exports.
+    /// Prepare the Candle form on `device`: the quantized weight copied there once (shared on
+    /// the CPU), and the bias; the host copy stays for exports.
     pub fn use_device(&mut self, device: &Device) -> Result<()> {
-        let q = self.weight.qtensor();
-        let storage = QStorage::from_data(q.data()?, device, q.dtype())?;
-        self.on_device = Some(Arc::new(QTensor::new(storage, q.shape().clone())?));
+        self.candle = Some(DeviceMatrix::new(&self.weight, device)?);
         if let Some(b) = &self.bias {
             self.bias = Some(b.to_device(device)?);
         }
@@ -68,11 +68,11 @@ impl QLinear {
         self.bias.as_ref()
     }
 
-    /// The quantized weight the Candle backend dequantizes: the device copy, else the host one.
-    fn candle_weight(&self) -> &QTensor {
-        match &self.on_device {
-            Some(q) => q,
-            None => self.weight.qtensor(),
+    /// The weight dequantized in f32 for one Candle-form product, on `device`.
+    fn candle_dense(&self, device: &Device) -> Result<Tensor> {
+        match &self.candle {
+            Some(m) => m.all_f32(),
+            None => DeviceMatrix::new(&self.weight, device)?.all_f32(),
         }
     }
 
@@ -95,7 +95,7 @@ impl QLinear {
             // alive until the backward and form its gradient `xᵀ · g`, which nobody reads.
             Backend::Candle => {
                 let y = {
-                    let w = self.candle_weight().dequantize(x.device())?;
+                    let w = self.candle_dense(x.device())?;
                     x2.detach().matmul(&w.to_dtype(x.dtype())?.t()?)?
                 };
                 let y = match &self.bias {
@@ -127,7 +127,7 @@ impl QLinear {
         let (n, _) = g.dims2()?;
         match be {
             Backend::Candle => {
-                let w = self.candle_weight().dequantize(g.device())?;
+                let w = self.candle_dense(g.device())?;
                 g.detach().matmul(&w.to_dtype(g.dtype())?)
             }
             Backend::CpuKernels => {
@@ -220,33 +220,6 @@ impl CustomOp1 for QMatMulOp {
             (n, self.weight.cols()),
             grad_res.device(),
         )?))
-    }
-}
-
-/// The f32 values of the three contiguous arguments of a `CustomOp3`.
-pub(crate) fn contiguous_f32x3<'a>(
-    (s1, l1): (&'a CpuStorage, &Layout),
-    (s2, l2): (&'a CpuStorage, &Layout),
-    (s3, l3): (&'a CpuStorage, &Layout),
-) -> Result<(&'a [f32], &'a [f32], &'a [f32])> {
-    Ok((
-        contiguous_f32(s1, l1)?,
-        contiguous_f32(s2, l2)?,
-        contiguous_f32(s3, l3)?,
-    ))
-}
-
-/// The f32 values of a contiguous CPU storage (the op is only applied to contiguous inputs).
-pub(crate) fn contiguous_f32<'a>(storage: &'a CpuStorage, layout: &Layout) -> Result<&'a [f32]> {
-    let CpuStorage::F32(data) = storage else {
-        candle_core::bail!(
-            "expected f32 activations, got {:?}",
-            candle_core::backend::BackendStorage::dtype(storage)
-        )
-    };
-    match layout.contiguous_offsets() {
-        Some((a, b)) => Ok(&data[a..b]),
-        None => candle_core::bail!("expected contiguous activations"),
     }
 }
 

@@ -1,14 +1,17 @@
-//! Differentiable building blocks made only of candle ops that have a backward, and the rotary
-//! tables and attention masks the fused ops (see `fused`) read.
-//!
-//! candle's own fused `rms_norm`, `softmax_last_dim` and `rotary_emb::rope*` return correct
-//! values but silently drop gradients (FACTS.md), so nothing here calls them. Shapes: `b_sz`
-//! batch, `seq_len` positions, `n_head` / `n_kv_head` heads, `head_dim`.
+//! Scaled dot-product attention with grouped kv heads, its masked softmax, and the mask: each
+//! in its two forms, the CPU kernel (`kernels::attend`, one custom op holding the
+//! probabilities between forward and backward; the fused masked softmax) and the Candle form
+//! (candle's matmuls and basic ops, the softmax statistics in f32; candle's own
+//! `softmax_last_dim` drops gradients, FACTS.md). Shapes: `b_sz` batch, `seq_len` positions,
+//! `n_head` / `n_kv_head` heads, `head_dim`.
 
-use candle_core::{Device, Result, Tensor};
+use candle_core::{CpuStorage, CustomOp2, DType, Device, Layout, Result, Shape, Tensor, D};
+use rayon::prelude::*;
 
-use super::backend::{enter_cpu_kernel, Backend};
-use super::composed::masked_softmax;
+use crate::model::backend::{enter_cpu_kernel, Backend};
+use crate::model::kernels::attend::{softmax_grad_row, softmax_row};
+use crate::model::kernels::fastmath::wide;
+use crate::model::kernels::host::{contiguous_f32, task_rows, with_f32};
 
 /// Where the tokens of one batch row sit: token `i` has RoPE position `pos[i]` and belongs to
 /// branch `branch[i]`. Branch 0 is seen by every later token; a token of branch `k > 0` sees
@@ -39,48 +42,6 @@ impl RowLayout {
     pub fn is_empty(&self) -> bool {
         self.pos.is_empty()
     }
-}
-
-/// Rotary tables at `positions`: `(cos, sin)`, each `(positions.len(), head_dim)` with the
-/// half-split ("NEOX", Hugging Face `rotate_half`) layout. Computed in f32 like HF:
-/// `inv_freq_i = 1 / (base^(2i/d) * factor_i)` (llama3 `rope_freqs` factors), times `scale`
-/// (linear position scaling, 1/factor).
-pub fn rope_tables(
-    positions: &[usize],
-    head_dim: usize,
-    base: f32,
-    freq_factors: Option<&[f32]>,
-    pos_scale: f32,
-    device: &Device,
-) -> Result<(Tensor, Tensor)> {
-    let half = head_dim / 2;
-    let inv: Vec<f32> = (0..half)
-        .map(|i| {
-            let f = 1.0 / base.powf((2 * i) as f32 / head_dim as f32);
-            let factor = freq_factors
-                .and_then(|ff| ff.get(i))
-                .copied()
-                .unwrap_or(1.0);
-            f / factor
-        })
-        .collect();
-    let mut cos = Vec::with_capacity(positions.len() * head_dim);
-    let mut sin = Vec::with_capacity(positions.len() * head_dim);
-    for &p in positions {
-        let pos = p as f32 * pos_scale;
-        for _ in 0..2 {
-            for f in &inv {
-                let a = pos * f;
-                cos.push(a.cos());
-                sin.push(a.sin());
-            }
-        }
-    }
-    let n = positions.len();
-    Ok((
-        Tensor::from_vec(cos, (n, head_dim), device)?,
-        Tensor::from_vec(sin, (n, head_dim), device)?,
-    ))
 }
 
 /// Additive attention mask `(b_sz, 1, seq_len, seq_len)` for rows padded on the right to
@@ -136,7 +97,7 @@ pub fn attention(
     match be {
         Backend::CpuKernels => {
             enter_cpu_kernel("attention", q)?;
-            super::attend::attention(q, k, v, mask, scale)
+            crate::model::kernels::attend::attention(q, k, v, mask, scale)
         }
         Backend::Candle => grouped(q, k, v, mask, scale),
     }
@@ -152,7 +113,7 @@ fn grouped(q: &Tensor, k: &Tensor, v: &Tensor, mask: &Tensor, scale: f64) -> Res
         .reshape((b_sz, n_kv_head, n_rep * seq_len, head_dim))?;
     // (B, KV, R·T, T) -> (B, H, T, T) for the mask, and back
     let scores = q.matmul(&k.t()?.contiguous()?)?;
-    let p = masked_softmax(
+    let p = composed_softmax(
         &scores.reshape((b_sz, n_head, seq_len, kv_len))?,
         mask,
         scale,
@@ -162,9 +123,130 @@ fn grouped(q: &Tensor, k: &Tensor, v: &Tensor, mask: &Tensor, scale: f64) -> Res
         .reshape((b_sz, n_head, seq_len, head_dim))
 }
 
+
+/// `softmax(scale · scores + mask)` over the last dimension: `scores (b_sz, n_head, q_len,
+/// k_len)`, `mask (b_sz, 1, q_len, k_len)` of 0 and -inf from [`attention_mask`], which
+/// leaves every row at least one visible key (a row with none would be NaN, as in the composed
+/// softmax). The mask gets no gradient.
+pub fn masked_softmax(be: Backend, scores: &Tensor, mask: &Tensor, scale: f64) -> Result<Tensor> {
+    let (b, _, q, k) = scores.dims4()?;
+    if mask.dims() != [b, 1, q, k] {
+        candle_core::bail!(
+            "masked softmax: scores {:?} with a mask {:?}",
+            scores.dims(),
+            mask.dims()
+        )
+    }
+    if be == Backend::Candle {
+        return composed_softmax(scores, mask, scale);
+    }
+    enter_cpu_kernel("masked softmax", scores)?;
+    scores.contiguous()?.apply_op2(
+        &mask.contiguous()?,
+        MaskedSoftmax {
+            scale: scale as f32,
+        },
+    )
+}
+
+/// Backward: `d scores = scale · p · (g - Σ g·p)`; needs only the output `p`.
+struct MaskedSoftmax {
+    scale: f32,
+}
+
+impl CustomOp2 for MaskedSoftmax {
+    fn name(&self) -> &'static str {
+        "fused-masked-softmax"
+    }
+
+    fn cpu_fwd(
+        &self,
+        s1: &CpuStorage,
+        l1: &Layout,
+        s2: &CpuStorage,
+        l2: &Layout,
+    ) -> Result<(CpuStorage, Shape)> {
+        let (scores, mask) = (contiguous_f32(s1, l1)?, contiguous_f32(s2, l2)?);
+        let (_, n_head, q_len, k_len) = l1.shape().dims4()?;
+        let rows_per_task = task_rows(k_len);
+        let mut p = vec![0f32; scores.len()];
+        p.par_chunks_mut(k_len * rows_per_task)
+            .zip(scores.par_chunks(k_len * rows_per_task))
+            .enumerate()
+            .for_each(|(task, (ps, ss))| {
+                wide(
+                    #[inline(always)]
+                    || {
+                        let rows = ps.chunks_mut(k_len).zip(ss.chunks(k_len)).enumerate();
+                        for (k, (pr, sr)) in rows {
+                            let r = task * rows_per_task + k;
+                            // score row (b, h, i) reads mask row (b, 0, i)
+                            let (bi, i) = (r / (n_head * q_len), r % q_len);
+                            let mr = &mask[(bi * q_len + i) * k_len..(bi * q_len + i + 1) * k_len];
+                            softmax_row(pr, sr, mr, self.scale);
+                        }
+                    },
+                )
+            });
+        Ok((CpuStorage::F32(p), l1.shape().clone()))
+    }
+
+    fn bwd(
+        &self,
+        scores: &Tensor,
+        _mask: &Tensor,
+        res: &Tensor,
+        grad_res: &Tensor,
+    ) -> Result<(Option<Tensor>, Option<Tensor>)> {
+        let k_len = scores.dim(candle_core::D::Minus1)?;
+        let rows = task_rows(k_len);
+        let gs = with_f32(res, |p| {
+            with_f32(grad_res, |g| {
+                let mut gs = vec![0f32; p.len()];
+                gs.par_chunks_mut(k_len * rows)
+                    .zip(p.par_chunks(k_len * rows))
+                    .zip(g.par_chunks(k_len * rows))
+                    .for_each(|((gss, ps), gs)| {
+                        wide(
+                            #[inline(always)]
+                            || {
+                                let it = gss.chunks_mut(k_len).zip(ps.chunks(k_len));
+                                for ((o, pr), gr) in it.zip(gs.chunks(k_len)) {
+                                    softmax_grad_row(o, pr, gr, self.scale);
+                                }
+                            },
+                        )
+                    });
+                Ok(gs)
+            })
+        })?;
+        Ok((
+            Some(Tensor::from_vec(gs, scores.shape(), scores.device())?),
+            None,
+        ))
+    }
+}
+
+/// Softmax over the last dimension; the row max is a constant (its gradient cancels exactly).
+fn softmax_last_dim(x: &Tensor) -> Result<Tensor> {
+    let max = x.max_keepdim(D::Minus1)?.detach();
+    let e = x.broadcast_sub(&max)?.exp()?;
+    let s = e.sum_keepdim(D::Minus1)?;
+    e.broadcast_div(&s)
+}
+
+/// `softmax(scale · scores + mask)` over the last dimension, its max and sum in f32 whatever
+/// the scores' type; the probabilities are cast back to it.
+fn composed_softmax(scores: &Tensor, mask: &Tensor, scale: f64) -> Result<Tensor> {
+    let dt = scores.dtype();
+    let s = (scores.to_dtype(DType::F32)? * scale)?.broadcast_add(&mask.to_dtype(DType::F32)?)?;
+    softmax_last_dim(&s)?.to_dtype(dt)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::model::ops::check::{check, tensor};
     use crate::synth::uniform_values;
     use candle_core::Var;
 
@@ -213,11 +295,14 @@ mod tests {
             out
         };
         let want = run(reference);
-        // the fused CPU op and the composed form the GPU runs
-        let fused = |q: &Tensor, k: &Tensor, v: &Tensor, m: &Tensor, s: f64| {
+        // both forms against the reference
+        let kernels = |q: &Tensor, k: &Tensor, v: &Tensor, m: &Tensor, s: f64| {
             attention(Backend::CpuKernels, q, k, v, m, s)
         };
-        for (name, ours) in [("fused", run(fused)), ("composed", run(grouped))] {
+        let candle = |q: &Tensor, k: &Tensor, v: &Tensor, m: &Tensor, s: f64| {
+            attention(Backend::Candle, q, k, v, m, s)
+        };
+        for (name, ours) in [("cpu kernels", run(kernels)), ("candle", run(candle))] {
             for (what, (a, b)) in ["values", "dq", "dk", "dv"]
                 .iter()
                 .zip(ours.iter().zip(&want))
@@ -226,6 +311,22 @@ mod tests {
                 let err = a.iter().zip(b).fold(0f32, |m, (x, y)| m.max((x - y).abs()));
                 assert!(err <= 1e-5 * scale, "{name} {what}: {err} against {scale}");
             }
+        }
+    }
+
+    #[test]
+    fn masked_softmax_cpu_kernel_matches_the_candle_form() {
+        let (t, scale) = (9, 0.3);
+        for window in [None, Some(3)] {
+            // the second sequence is padded: its padded queries see only themselves
+            let rows = [RowLayout::linear(t), RowLayout::linear(5)];
+            let mask = attention_mask(&rows, t, window, &Device::Cpu).unwrap();
+            check(
+                &format!("softmax, window {window:?}"),
+                &[tensor(&[2, 3, t, t], 7, 10.0)],
+                |x| masked_softmax(Backend::CpuKernels, &x[0], &mask, scale),
+                |x| masked_softmax(Backend::Candle, &x[0], &mask, scale),
+            );
         }
     }
 }

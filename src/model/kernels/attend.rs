@@ -3,8 +3,8 @@
 //!
 //! Owns: the op over `q (b, h, t, d)`, `k`, `v (b, kv, t, d)`: per kv head, its `h / kv` query
 //! heads (adjacent in `q`) as one `(h/kv · t, d)` matrix, so each product is one gemm and no
-//! k/v copy is made. Does not: build masks (see `layers::attention_mask`) or run on a GPU (the
-//! composed form in `layers::attention` does).
+//! k/v copy is made, and the softmax rows it and the fused masked softmax share. Does not: build
+//! masks or choose a backend (see `ops::attention`).
 //!
 //! Why: composed, attention added eight graph nodes (the k transpose copy, the v copy, three
 //! reshapes, the softmax, two products); the backward zero-fills and sums a gradient for each,
@@ -14,10 +14,9 @@ use std::sync::Mutex;
 
 use candle_core::{CpuStorage, CustomOp3, Layout, Result, Shape, Tensor};
 
-use super::fused::{softmax_grad_row, softmax_in_place, with_f32};
-use super::kernels::fastmath::wide;
-use super::kernels::qweight::{product, rm, tr};
-use super::qlinear::contiguous_f32x3;
+use super::fastmath::{exp, lane_max, lane_sum, wide};
+use super::host::{contiguous_f32x3, with_f32};
+use super::qweight::{product, rm, tr};
 
 /// `q (b, h, t, d)`, `k`, `v (b, kv, t, d)` contiguous f32 on the CPU, `mask (b, 1, t, t)`.
 pub(crate) fn attention(
@@ -227,4 +226,35 @@ fn softmax_row_in_place(row: &mut [f32], mask: &[f32], scale: f32) {
         *p = scale * *p + m;
     }
     softmax_in_place(row);
+}
+
+#[inline(always)]
+pub(crate) fn softmax_row(p: &mut [f32], s: &[f32], m: &[f32], scale: f32) {
+    for ((p, &s), &m) in p.iter_mut().zip(s).zip(m) {
+        *p = scale * s + m;
+    }
+    softmax_in_place(p);
+}
+
+/// `p = softmax(p)` over one row (`-inf` entries become 0).
+#[inline(always)]
+pub(crate) fn softmax_in_place(p: &mut [f32]) {
+    let max = lane_max(p);
+    for p in p.iter_mut() {
+        *p = exp(*p - max);
+    }
+    let inv = 1.0 / lane_sum(p);
+    p.iter_mut().for_each(|p| *p *= inv);
+}
+
+/// One row of the softmax backward: `o = scale · p · (g - Σ g·p)`.
+#[inline(always)]
+pub(crate) fn softmax_grad_row(o: &mut [f32], p: &[f32], g: &[f32], scale: f32) {
+    for ((o, &p), &g) in o.iter_mut().zip(p).zip(g) {
+        *o = p * g;
+    }
+    let dot = lane_sum(o);
+    for ((o, &p), &g) in o.iter_mut().zip(p).zip(g) {
+        *o = scale * p * (g - dot);
+    }
 }

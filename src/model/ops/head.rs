@@ -13,8 +13,9 @@
 use candle_core::{Result, Tensor, D};
 use rayon::prelude::*;
 
-use super::kernels::fastmath::{exp, lane_max, lane_sum_f64, wide};
-use super::kernels::qweight::{gemm_f32, QWeight};
+use crate::model::kernels::fastmath::{exp, lane_max, lane_sum_f64, wide};
+use super::dense::DeviceMatrix;
+use crate::model::kernels::qweight::{gemm_f32, QWeight};
 
 /// Floats held at once in the logits block and in the dequantized block of rows (16 MB each).
 const MAX_LOGITS: usize = 4 << 20;
@@ -34,7 +35,7 @@ pub fn token_logps(h: &Tensor, targets: &[u32], w: &QWeight) -> Result<Tensor> {
     if n == 0 {
         return Tensor::zeros(0, candle_core::DType::F32, h.device());
     }
-    super::backend::enter_cpu_kernel("log-prob head", h)?;
+    crate::model::backend::enter_cpu_kernel("log-prob head", h)?;
     let need_grad = h.track_op();
     let hv = h.contiguous()?.flatten_all()?.to_vec1::<f32>()?;
     let trow = w
@@ -150,23 +151,25 @@ pub fn token_logps(h: &Tensor, targets: &[u32], w: &QWeight) -> Result<Tensor> {
     logp + (&lin - lin.detach())?
 }
 
-/// [`token_logps`] from candle's device-generic ops, for GPUs: `blocks` are the output matrix's
-/// rows in quantized blocks on `h`'s device, `trow (n, hidden)` the target rows. Same streaming
-/// (online log-sum-exp over blocks, no graph kept) and the same first-order identity for the
-/// gradient.
-pub fn token_logps_blocks(
-    h: &Tensor,
-    trow: &Tensor,
-    blocks: &[candle_core::quantized::QTensor],
-) -> Result<Tensor> {
+/// Rows per block of the output matrix in the Candle form (Gemma: 16 blocks of 16,384 rows).
+const CANDLE_BLOCK_ROWS: usize = 16_384;
+
+/// [`token_logps`] from candle's device-generic ops (the Candle backend): the output matrix
+/// `w` dequantized on its device a block of rows at a time, the same streaming (online
+/// log-sum-exp over blocks, no graph kept) and the same first-order identity for the gradient.
+pub fn token_logps_candle(h: &Tensor, targets: &[u32], w: &DeviceMatrix) -> Result<Tensor> {
     let (n, _) = h.dims2()?;
+    if n != targets.len() {
+        candle_core::bail!("head: h {:?} for {} targets", h.dims(), targets.len())
+    }
     let dev = h.device();
+    let trow = w.gather_f32(targets)?;
     let hd = h.detach().to_dtype(candle_core::DType::F32)?;
     let mut m = Tensor::full(f32::NEG_INFINITY, (n, 1), dev)?;
     let mut s = Tensor::zeros((n, 1), candle_core::DType::F32, dev)?;
     let mut acc = Tensor::zeros_like(&hd)?;
-    for b in blocks {
-        let wc = b.dequantize(dev)?;
+    for r0 in (0..w.rows()).step_by(CANDLE_BLOCK_ROWS) {
+        let wc = w.rows_f32(r0, (r0 + CANDLE_BLOCK_ROWS).min(w.rows()))?;
         let lg = hd.matmul(&wc.t()?)?;
         let new_m = m.maximum(&lg.max_keepdim(1)?)?;
         let factor = (&m - &new_m)?.exp()?;
@@ -175,7 +178,6 @@ pub fn token_logps_blocks(
         acc = (acc.broadcast_mul(&factor)? + p.matmul(&wc)?)?;
         m = new_m;
     }
-    let trow = trow.to_dtype(candle_core::DType::F32)?;
     let logp = ((&hd * &trow)?.sum_keepdim(1)? - (m + s.log()?)?)?.squeeze(1)?;
     if !h.track_op() {
         return Ok(logp);
