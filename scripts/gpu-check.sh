@@ -141,6 +141,27 @@ PY
 }
 
 log ""
+log "## 2b. dropout masks drawn on the GPU repeat in the recompute"
+# Three f32 steps with LoRA dropout, checkpointed with nothing kept (every adapted linear runs
+# again in the backward, its mask re-drawn from the same key by the device's generator) and
+# not checkpointed (each mask drawn once). Same masks -> same losses and gradient norms.
+for mode in ckpt plain; do
+  ck=true; [ $mode = plain ] && ck=false
+  "$BIN" run "$recipe" --device cuda --set dtype=f32 --quiet --set "model.path=$m" --set train.max_steps=3 \
+    --set train.eval_every=null --set train.save_every=null --set lora.dropout=0.1 \
+    --set train.gradient_checkpointing=$ck --set train.checkpoint_keep=none \
+    --set "output.dir=$OUT/drop-$mode" --set "output.export=[]" >"$OUT/drop-$mode.log" 2>&1 ||
+    { status=1; log "dropout run ($mode) failed: $(tail -2 "$OUT/drop-$mode.log")"; }
+done
+python3 - "$OUT/drop-ckpt/metrics.jsonl" "$OUT/drop-plain/metrics.jsonl" <<'PY' | tee -a "$REPORT" || status=1
+import json, sys
+a, b = ([json.loads(l) for l in open(f) if '"train"' in l] for f in sys.argv[1:])
+d = max(max(abs(x["loss"] - y["loss"]), abs(x["grad_norm"] - y["grad_norm"]) / max(y["grad_norm"], 1e-9)) for x, y in zip(a, b))
+print(f"- {len(a)} steps, max |loss diff| or relative grad-norm diff {d:.2e} (must be <= 1e-3)")
+sys.exit(0 if len(a) == 3 and d <= 1e-3 else 1)
+PY
+
+log ""
 log "## 3. bench, 256-token workload"
 for m in "${models[@]}"; do
   bench_modes "$(basename "$m" .gguf)" "$m"

@@ -214,7 +214,7 @@ impl Branch {
     }
 }
 
-/// An inverted-dropout draw: probability `p`, mask from `rng`.
+/// An inverted-dropout draw: probability `p`, its mask a function of the key in `rng`.
 #[derive(Debug, Clone)]
 pub struct Dropout {
     pub p: f64,
@@ -230,6 +230,26 @@ impl Dropout {
             rng: SplitMix64::keyed(&[seed, layer as u64, target as u64]),
         })
     }
+
+    /// The mask for `shape` on `device`: 0 with probability `p`, else `1 / (1 - p)`, drawn where
+    /// it is used. On the CPU it is the key's splitmix64 stream, one value per element. On a GPU
+    /// it is the device's own generator (cuRAND on CUDA), re-seeded from the key before the draw,
+    /// so no host tensor is built or uploaded and the same key draws the same mask again (the
+    /// recompute of a checkpointed block). This is the one decision here made from the device
+    /// rather than the backend: the generator is the device's.
+    pub fn mask(&self, shape: &candle_core::Shape, device: &candle_core::Device) -> Result<Tensor> {
+        let keep = 1.0 / (1.0 - self.p);
+        if device.is_cpu() {
+            let mut rng = self.rng.clone();
+            let mask: Vec<f32> = (0..shape.elem_count())
+                .map(|_| if rng.uniform() > self.p { keep as f32 } else { 0.0 })
+                .collect();
+            return Tensor::from_vec(mask, shape, device);
+        }
+        device.set_seed(self.rng.clone().next_u64())?;
+        let u = Tensor::rand(0f32, 1f32, shape, device)?;
+        u.ge(self.p)?.to_dtype(candle_core::DType::F32)?.affine(keep, 0.0)
+    }
 }
 
 /// The LoRA branch `scale · (dropout(x) · Aᵀ) · Bᵀ` for `A (r, in)`, `B (out, r)`, in f32 whatever
@@ -244,20 +264,11 @@ pub fn branch(
 ) -> Result<Tensor> {
     let x = x.to_dtype(candle_core::DType::F32)?;
     let x = match drop {
-        Some(d) => dropout(&x, d.p, d.rng)?,
+        Some(d) => x.mul(&d.mask(x.shape(), x.device())?)?,
         None => x,
     };
     let xa = x.broadcast_matmul(&a.t()?)?;
     xa.broadcast_matmul(&b.t()?)? * scale
-}
-
-/// Inverted dropout with a mask drawn from `rng` (so a resumed run draws the same masks).
-fn dropout(x: &Tensor, p: f64, mut rng: SplitMix64) -> Result<Tensor> {
-    let keep = 1.0 / (1.0 - p);
-    let mask: Vec<f32> = (0..x.elem_count())
-        .map(|_| if rng.uniform() > p { keep as f32 } else { 0.0 })
-        .collect();
-    x.mul(&Tensor::from_vec(mask, x.shape(), x.device())?)
 }
 
 #[cfg(test)]
@@ -299,5 +310,26 @@ mod tests {
         let bound = 1.0 / 8.0; // 1/sqrt(in = 64): PEFT's kaiming_uniform_(a = sqrt(5))
         assert!(a.iter().all(|x| x.abs() <= bound) && a.iter().any(|x| x.abs() > 0.9 * bound));
         assert!(l.get(0, Target::KProj).is_none());
+    }
+
+    /// A mask is inverted dropout at rate `p`, a function of its key alone.
+    #[test]
+    fn dropout_masks_drop_at_the_rate_and_repeat_for_the_same_key() {
+        let dev = candle_core::Device::Cpu;
+        let shape = candle_core::Shape::from((64, 256));
+        let values = |d: &Dropout| {
+            let m = d.mask(&shape, &dev).unwrap();
+            m.flatten_all().unwrap().to_vec1::<f32>().unwrap()
+        };
+        let d = Dropout::draw(0.25, 7, 3, Target::VProj).unwrap();
+        let m = values(&d);
+        let dropped = m.iter().filter(|&&v| v == 0.0).count() as f64 / m.len() as f64;
+        assert!((dropped - 0.25).abs() < 0.02, "dropped {dropped}");
+        let keep = (1.0f64 / 0.75) as f32;
+        assert!(m.iter().all(|&v| v == 0.0 || v == keep));
+        assert_eq!(m, values(&Dropout::draw(0.25, 7, 3, Target::VProj).unwrap()));
+        assert_ne!(m, values(&Dropout::draw(0.25, 8, 3, Target::VProj).unwrap()));
+        assert_ne!(m, values(&Dropout::draw(0.25, 7, 3, Target::OProj).unwrap()));
+        assert!(Dropout::draw(0.0, 7, 3, Target::VProj).is_none());
     }
 }
