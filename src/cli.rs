@@ -196,9 +196,13 @@ pub struct ScoreArgs {
     /// A PEFT adapter folder to apply (e.g. a run's adapter/).
     #[arg(long)]
     pub adapter: Option<PathBuf>,
-    /// JSONL preference records: {"prompt", "chosen", "rejected"}, strings or message lists.
+    /// Preference records: a .jsonl, .jsonl.gz, .json or .parquet file, a folder or a glob, in
+    /// any layout `data.format` reads (TRL, OpenAI preference, ShareGPT ranking).
     #[arg(long)]
     pub data: PathBuf,
+    /// The records' layout (auto: told from the first record).
+    #[arg(long, value_enum, default_value_t = crate::data::Format::Auto)]
+    pub format: crate::data::Format,
 }
 
 #[derive(Debug, Args)]

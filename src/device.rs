@@ -1,7 +1,8 @@
 //! Which device a command runs on: `--device auto|cpu|cuda[:N]|metal`, and `device:` in a recipe.
 //!
 //! Owns: parsing the choice, resolving `auto` (CUDA, then Metal, then the CPU), saying which one
-//! was picked, and a clear error when a device was asked for that this build or machine lacks.
+//! was picked, a clear error when a device was asked for that this build or machine lacks, and
+//! how much memory a device has free.
 //! The CPU build carries no GPU code: `cuda` needs `--features cuda` (scripts/build-cuda.sh),
 //! `metal` needs `--features metal`.
 
@@ -175,6 +176,31 @@ pub fn describe(d: &Device) -> String {
         ),
         Device::Cuda(_) => "cuda".into(),
         Device::Metal(_) => "metal".into(),
+    }
+}
+
+/// Bytes `device` can still allocate, where that is known: `MemAvailable` on a Linux CPU, the
+/// device's free memory on CUDA (`cuMemGetInfo`); `None` on Metal and elsewhere.
+pub fn free_memory(device: &Device) -> Option<u64> {
+    match device {
+        Device::Cpu => {
+            let text = std::fs::read_to_string("/proc/meminfo").ok()?;
+            let kb: u64 = text
+                .lines()
+                .find_map(|l| l.strip_prefix("MemAvailable:"))?
+                .trim()
+                .trim_end_matches("kB")
+                .trim()
+                .parse()
+                .ok()?;
+            Some(kb * 1024)
+        }
+        #[cfg(feature = "cuda")]
+        Device::Cuda(c) => {
+            let (free, _total) = c.cuda_stream().context().mem_get_info().ok()?;
+            Some(free as u64)
+        }
+        _ => None,
     }
 }
 

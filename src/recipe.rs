@@ -11,6 +11,7 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
+use crate::data::{Columns, Format, Sources};
 use crate::loss::LossType;
 use crate::model::Target;
 
@@ -50,9 +51,16 @@ pub struct ModelSection {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct DataSection {
-    pub train: PathBuf,
+    /// A path (file, folder, glob), a list of them, or `{path, split, fraction}` entries.
+    pub train: Sources,
     #[serde(default)]
-    pub eval: Option<PathBuf>,
+    pub eval: Option<Sources>,
+    /// The records' layout; `auto` tells it from the first record.
+    #[serde(default)]
+    pub format: Format,
+    /// The fields of a data set with its own names (`format: columns`).
+    #[serde(default)]
+    pub columns: Option<Columns>,
     /// Held out from `train` when `eval` is not given (0 = no evaluation).
     #[serde(default)]
     pub eval_fraction: f64,
@@ -397,8 +405,12 @@ impl Recipe {
                 self.model.path = PathBuf::from(h).join(rest).to_string_lossy().into_owned();
             }
         }
-        self.data.train = home(&self.data.train);
-        self.data.eval = self.data.eval.as_deref().map(home);
+        for spec in self.data.train.0.iter_mut() {
+            spec.expand_home();
+        }
+        for spec in self.data.eval.iter_mut().flat_map(|e| e.0.iter_mut()) {
+            spec.expand_home();
+        }
         self.lora.init_from = self.lora.init_from.as_deref().map(home);
         self.reference.cache_dir = self.reference.cache_dir.as_deref().map(home);
         self.output.dir = home(&self.output.dir);
@@ -462,6 +474,21 @@ impl Recipe {
                         d.max_length
                     ),
                 );
+            }
+        }
+        for (key, sources) in [
+            ("data.train", Some(&d.train)),
+            ("data.eval", d.eval.as_ref()),
+        ] {
+            for spec in sources.iter().flat_map(|s| s.0.iter()) {
+                if let Some(x) = spec.fraction {
+                    if !(x > 0.0 && x <= 1.0) {
+                        return bad(
+                            key,
+                            format!("{}: fraction must be in (0, 1], got {x}", spec.path),
+                        );
+                    }
+                }
             }
         }
         if !(0.0..1.0).contains(&d.eval_fraction) {

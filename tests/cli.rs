@@ -327,7 +327,7 @@ fn invalid_jsonl() {
         "--data",
         "/nonexistent/prefs.jsonl",
     ]);
-    assert_user_error(&o, &["/nonexistent/prefs.jsonl", "cannot read"]);
+    assert_user_error(&o, &["/nonexistent/prefs.jsonl", "no such file or folder"]);
 }
 
 #[test]

@@ -90,7 +90,11 @@ fn missing_data_file() {
     );
     assert_user_error(
         &o,
-        &["data.train", "/nonexistent/prefs.jsonl", "cannot read"],
+        &[
+            "data.train",
+            "/nonexistent/prefs.jsonl",
+            "no such file or folder",
+        ],
     );
     assert!(!s.out().join("metrics.jsonl").exists());
 }
@@ -109,7 +113,8 @@ fn empty_data_set() {
 fn every_pair_too_long() {
     let s = setup();
     let o = s.run(&tiny_recipe(), &["data.max_length=4".into()]);
-    assert_user_error(
+    // after the data was read (its `data:` line comes first)
+    assert_fails_with(
         &o,
         &[
             "tiny-train.jsonl",

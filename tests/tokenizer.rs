@@ -95,7 +95,10 @@ fn check_records(tok: &Tokenizer, rel: &str) {
         }
         let record = PreferenceRecord {
             index: idx,
-            line: idx + 1,
+            at: dpo_lora::data::Origin {
+                file: std::sync::Arc::from(std::path::Path::new(rel)),
+                pos: dpo_lora::data::Pos::Line(idx + 1),
+            },
             prompt: prompt.clone(),
             chosen: field_of(&rec["chosen"]),
             rejected: field_of(&rec["rejected"]),

@@ -116,8 +116,13 @@ pub fn run(job: &Job, progress: &mut dyn FnMut(usize, usize)) -> Result<Vec<Row>
             None
         },
     };
-    let set = load_pairs(job.data, &loaded.tok, &limits)
-        .with_context(|| format!("{}: bench workload", job.data.display()))?;
+    let what = format!("{}: bench workload", job.data.display());
+    let records = crate::data::read_all(
+        &crate::data::Sources::one(job.data.to_string_lossy()),
+        &crate::data::ReadSpec::default(),
+    )
+    .with_context(|| what.clone())?;
+    let set = load_pairs(&records, &what, &loaded.tok, &limits).with_context(|| what.clone())?;
     let n = set.pairs.len();
     let total = job.warmup + job.steps;
     let batch = |s: usize| -> Vec<&TrainPair> {

@@ -218,7 +218,10 @@ fn words(seed: u64, n: usize) -> Vec<String> {
 fn record(prompt: &str, chosen: &str, rejected: &str) -> PreferenceRecord {
     PreferenceRecord {
         index: 0,
-        line: 1,
+        at: crate::data::Origin {
+            file: std::sync::Arc::from(Path::new("(bench workload)")),
+            pos: crate::data::Pos::Line(1),
+        },
         prompt: Field::Text(prompt.to_string()),
         chosen: Field::Text(chosen.to_string()),
         rejected: Field::Text(rejected.to_string()),

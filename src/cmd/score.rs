@@ -7,23 +7,28 @@ use anyhow::{Context, Result};
 use indicatif::{ProgressBar, ProgressStyle};
 
 use crate::cli::ScoreArgs;
-use crate::data::{encode_pair, read_jsonl};
+use crate::data::{encode_pair, read_all, ReadSpec, Sources};
 use crate::model::{Adapters, Scored};
 
 pub fn run(a: ScoreArgs) -> Result<()> {
     let (_f, model, tok) = super::load(&a.model)?;
     let lora = super::adapter(a.adapter.as_deref(), &model)?;
     let adapters = lora.as_ref().map_or(Adapters::Off, Adapters::On);
-    let records = read_jsonl(&a.data)?;
+    let records = read_all(
+        &Sources::one(a.data.to_string_lossy()),
+        &ReadSpec {
+            format: a.format,
+            ..ReadSpec::default()
+        },
+    )?;
     let mut pairs = Vec::with_capacity(records.len());
     for r in &records {
-        let p = encode_pair(&tok, r).with_context(|| format!("{}:{}", a.data.display(), r.line))?;
+        let p = encode_pair(&tok, r).with_context(|| r.at.to_string())?;
         for side in [&p.chosen, &p.rejected] {
             if side.prompt_len == 0 {
                 anyhow::bail!(
-                    "{}:{}: the prompt is empty and the model adds no BOS token, so the first completion token has no context; give a non-empty prompt",
-                    a.data.display(),
-                    r.line
+                    "{}: the prompt is empty and the model adds no BOS token, so the first completion token has no context; give a non-empty prompt",
+                    r.at
                 );
             }
         }

@@ -6,18 +6,16 @@
 //! is cut to fit `max_length`. A pair whose completion would be emptied on either side is dropped
 //! and counted, never trained on as an empty sequence.
 
-use std::path::Path;
-
 use crate::recipe::{DataSection, Truncation};
 use crate::rng::SplitMix64;
 use crate::tokenizer::Tokenizer;
 
-use super::{encode_pair, read_jsonl, EncodedSide};
+use super::{encode_pair, EncodedSide, Origin, PreferenceRecord};
 
 /// One training pair, ready for the model.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct TrainPair {
-    /// Index of the record in its file (0-based), for the reference cache and messages.
+    /// Index of the record among its sources (0-based), for the reference cache and messages.
     pub index: usize,
     pub chosen: EncodedSide,
     pub rejected: EncodedSide,
@@ -36,15 +34,11 @@ pub struct PairSet {
 pub enum BatchError {
     #[error(transparent)]
     Data(#[from] super::DataError),
-    #[error("{path}:{line}: {msg}")]
-    Record {
-        path: String,
-        line: usize,
-        msg: String,
-    },
-    #[error("{path}: all {n} pairs are too long: with data.max_length = {max_length} no completion token is left; raise data.max_length or set data.max_prompt_length")]
+    #[error("{at}: {msg}")]
+    Record { at: Origin, msg: String },
+    #[error("{what}: all {n} pairs are too long: with data.max_length = {max_length} no completion token is left; raise data.max_length or set data.max_prompt_length")]
     AllDropped {
-        path: String,
+        what: String,
         n: usize,
         max_length: usize,
     },
@@ -99,21 +93,23 @@ impl Limits {
     }
 }
 
-/// Read, encode and truncate every record of `path`.
-pub fn load_pairs(path: &Path, tok: &Tokenizer, limits: &Limits) -> Result<PairSet, BatchError> {
-    let records = read_jsonl(path)?;
+/// Encode and truncate `records` (read from `what`, for messages).
+pub fn load_pairs(
+    records: &[PreferenceRecord],
+    what: &str,
+    tok: &Tokenizer,
+    limits: &Limits,
+) -> Result<PairSet, BatchError> {
     let mut pairs = Vec::with_capacity(records.len());
     let (mut dropped, mut truncated) = (0, 0);
-    for r in &records {
+    for r in records {
         let p = encode_pair(tok, r).map_err(|e| BatchError::Record {
-            path: path.display().to_string(),
-            line: r.line,
+            at: r.at.clone(),
             msg: e.to_string(),
         })?;
         if p.prompt_ids.is_empty() {
             return Err(BatchError::Record {
-                path: path.display().to_string(),
-                line: r.line,
+                at: r.at.clone(),
                 msg: "the prompt is empty and the model adds no BOS token, so the first completion token has no context; give a non-empty prompt".into(),
             });
         }
@@ -133,7 +129,7 @@ pub fn load_pairs(path: &Path, tok: &Tokenizer, limits: &Limits) -> Result<PairS
     }
     if pairs.is_empty() {
         return Err(BatchError::AllDropped {
-            path: path.display().to_string(),
+            what: what.to_string(),
             n: records.len(),
             max_length: limits.max_length,
         });

@@ -1,20 +1,28 @@
-//! Preference data: JSONL records in TRL's two formats, tokenized into (prompt, completion) ids.
+//! Preference data: records from the files people have, in the layouts they download,
+//! tokenized into (prompt, completion) ids.
 //!
-//! Owns: reading `{"prompt", "chosen", "rejected"}` records (each field a string, or a list of
-//! `{"role", "content"}` messages), validating them with errors that name `file:line` and the
-//! field, and the TRL 1.x tokenization contract (`encode`). Does not: batch or truncate for
-//! training (the training issue adds that on top of [`EncodedPair`]).
+//! Owns: turning `data.train` / `data.eval` ([`Sources`]) into [`PreferenceRecord`]s: each
+//! source's files (`files`, `parquet`), its layout told from the first record (`layout`), a
+//! split and a fraction; errors that name the file, the line or row, and the field. Also the
+//! TRL 1.x tokenization contract (`encode`). Does not: batch or truncate for training (see
+//! `batch`).
 
 pub mod batch;
 pub mod encode;
+pub mod files;
+pub mod layout;
+pub mod parquet;
+pub mod sources;
 
 use std::path::{Path, PathBuf};
 
-use serde_json::Value;
-
+use crate::rng::SplitMix64;
 use crate::tokenizer::Message;
 
 pub use encode::{encode_pair, EncodedPair, EncodedSide};
+pub use files::{Origin, Pos};
+pub use layout::{Columns, Format, Layout};
+pub use sources::{SourceSpec, Sources};
 
 /// One field of a record: plain text (TRL "standard") or chat messages ("conversational").
 #[derive(Debug, Clone, PartialEq)]
@@ -23,13 +31,13 @@ pub enum Field {
     Messages(Vec<Message>),
 }
 
-/// A preference pair as read from one JSONL line.
+/// A preference pair as read from one row of a data file.
 #[derive(Debug, Clone)]
 pub struct PreferenceRecord {
-    /// 0-based record index (non-empty lines counted).
+    /// 0-based position among all the records of its `data.train` (or `data.eval`) sources.
     pub index: usize,
-    /// 1-based line number in the file.
-    pub line: usize,
+    /// Where it was read from.
+    pub at: Origin,
     pub prompt: Field,
     pub chosen: Field,
     pub rejected: Field,
@@ -39,111 +47,129 @@ pub struct PreferenceRecord {
 pub enum DataError {
     #[error("{path}: cannot read: {err}")]
     Read { path: PathBuf, err: std::io::Error },
-    #[error("{path}:{line}: {msg}")]
-    Line {
-        path: PathBuf,
-        line: usize,
-        msg: String,
-    },
-    #[error("{path}: no records (the file is empty); each line must be a JSON object with \"prompt\", \"chosen\" and \"rejected\"")]
-    Empty { path: PathBuf },
+    #[error("{at}: {msg}")]
+    At { at: Origin, msg: String },
+    #[error("{what}: {msg}")]
+    Source { what: String, msg: String },
 }
 
-/// Read every record of a JSONL file. Blank lines are skipped; anything else must be a record.
-pub fn read_jsonl(path: &Path) -> Result<Vec<PreferenceRecord>, DataError> {
-    let text = std::fs::read_to_string(path).map_err(|err| DataError::Read {
-        path: path.to_path_buf(),
-        err,
-    })?;
-    let mut out = Vec::new();
-    for (i, raw) in text.lines().enumerate() {
-        let line = i + 1;
-        if raw.trim().is_empty() {
-            continue;
+/// How records are read, from the recipe's `data` section.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct ReadSpec<'a> {
+    pub format: Format,
+    pub columns: Option<&'a Columns>,
+    /// Draws `fraction` samples.
+    pub seed: u64,
+}
+
+/// The records of one source, and what the log says about them.
+#[derive(Debug, Clone)]
+pub struct SourceRecords {
+    /// The source as the recipe wrote it.
+    pub source: String,
+    pub records: Vec<PreferenceRecord>,
+    /// The files read, in order (what the reference cache key hashes).
+    pub files: Vec<PathBuf>,
+    /// `trl (conversations, implicit prompt)`.
+    pub layout: String,
+}
+
+/// Every source of `sources` in order, each read with one layout; records are numbered across
+/// all of them.
+pub fn read_sources(sources: &Sources, how: &ReadSpec) -> Result<Vec<SourceRecords>, DataError> {
+    let mut out: Vec<SourceRecords> = Vec::new();
+    let mut next = 0;
+    for (k, spec) in sources.0.iter().enumerate() {
+        let mut src = read_source(spec, how, k as u64)?;
+        for r in &mut src.records {
+            r.index = next;
+            next += 1;
         }
-        let err = |msg: String| DataError::Line {
-            path: path.to_path_buf(),
-            line,
-            msg,
-        };
-        let v: Value = serde_json::from_str(raw).map_err(|e| err(format!("invalid JSON: {e}")))?;
-        let obj = v.as_object().ok_or_else(|| {
-            err("expected a JSON object with \"prompt\", \"chosen\" and \"rejected\"".into())
-        })?;
-        let field = |name: &str| -> Result<Field, DataError> {
-            let v = obj
-                .get(name)
-                .ok_or_else(|| err(format!("field \"{name}\" is missing")))?;
-            parse_field(v).map_err(|m| err(format!("field \"{name}\" {m}")))
-        };
-        let (prompt, chosen, rejected) = (field("prompt")?, field("chosen")?, field("rejected")?);
-        let kinds = [&prompt, &chosen, &rejected].map(|f| matches!(f, Field::Messages(_)));
-        if kinds.iter().any(|k| *k != kinds[0]) {
-            return Err(err("fields mix plain text and message lists; use strings for all three or message lists for all three".into()));
-        }
-        for (name, f) in [("chosen", &chosen), ("rejected", &rejected)] {
-            let empty = match f {
-                Field::Text(s) => s.is_empty(),
-                Field::Messages(m) => m.is_empty() || m.iter().all(|m| m.content.is_empty()),
-            };
-            if empty {
-                return Err(err(format!(
-                    "field \"{name}\" is empty; a completion needs at least one character"
-                )));
-            }
-        }
-        out.push(PreferenceRecord {
-            index: out.len(),
-            line,
-            prompt,
-            chosen,
-            rejected,
-        });
-    }
-    if out.is_empty() {
-        return Err(DataError::Empty {
-            path: path.to_path_buf(),
-        });
+        out.push(src);
     }
     Ok(out)
 }
 
-fn parse_field(v: &Value) -> Result<Field, String> {
-    match v {
-        Value::String(s) => Ok(Field::Text(s.clone())),
-        Value::Array(items) => {
-            let mut msgs = Vec::with_capacity(items.len());
-            for (i, it) in items.iter().enumerate() {
-                let role = it.get("role").and_then(Value::as_str);
-                let content = it.get("content").and_then(Value::as_str);
-                match (role, content) {
-                    (Some(r), Some(c)) => msgs.push(Message {
-                        role: r.to_string(),
-                        content: c.to_string(),
-                    }),
-                    _ => {
-                        return Err(format!(
-                            "message {i} must be {{\"role\": string, \"content\": string}}"
-                        ))
-                    }
-                }
-            }
-            Ok(Field::Messages(msgs))
-        }
-        other => Err(format!(
-            "must be a string or a list of messages, found {}",
-            json_type(other)
-        )),
-    }
+/// All records of `sources`, one list.
+pub fn read_all(sources: &Sources, how: &ReadSpec) -> Result<Vec<PreferenceRecord>, DataError> {
+    Ok(read_sources(sources, how)?
+        .into_iter()
+        .flat_map(|s| s.records)
+        .collect())
 }
 
-fn json_type(v: &Value) -> &'static str {
-    match v {
-        Value::Null => "null",
-        Value::Bool(_) => "a boolean",
-        Value::Number(_) => "a number",
-        Value::String(_) => "a string",
-        Value::Array(_) => "a list",
-        Value::Object(_) => "an object",
+fn read_source(spec: &SourceSpec, how: &ReadSpec, k: u64) -> Result<SourceRecords, DataError> {
+    let root = Path::new(&spec.path);
+    let mut files = files::expand(root)?;
+    if let Some(split) = &spec.split {
+        let base = glob_root(root);
+        let all = files.len();
+        files.retain(|f| sources::in_split(&base, f, split));
+        if files.is_empty() {
+            return Err(DataError::Source {
+                what: spec.path.clone(),
+                msg: format!("none of its {all} data files belongs to split \"{split}\" (a split's files are named {split}-*.parquet, {split}.jsonl or sit in a {split}/ folder); check the split's name"),
+            });
+        }
+    }
+    let mut layout: Option<Layout> = None;
+    let mut records = Vec::new();
+    let mut implicit = false;
+    for f in &files {
+        files::for_each_row(f, |row, at| {
+            let lay = match &layout {
+                Some(l) => l,
+                None => layout.insert(Layout::resolve(how.format, how.columns, &row).map_err(
+                    |msg| DataError::At {
+                        at: at.clone(),
+                        msg,
+                    },
+                )?),
+            };
+            let (rec, imp) = lay
+                .record(&row, at.clone(), records.len())
+                .map_err(|msg| DataError::At { at, msg })?;
+            implicit |= imp;
+            records.push(rec);
+            Ok(())
+        })?;
+    }
+    let (Some(layout), Some(first)) = (layout, records.first()) else {
+        return Err(DataError::Source {
+            what: spec.path.clone(),
+            msg: "no records (the data is empty); each record needs a prompt, a chosen and a rejected completion".into(),
+        });
+    };
+    let described = layout.describe(first, implicit);
+    if let Some(x) = spec.fraction {
+        let n = records.len();
+        let take = ((n as f64 * x).ceil() as usize).clamp(1, n);
+        let mut keep = SplitMix64::keyed(&[how.seed, 0xf4ac, k]).permutation(n);
+        keep.truncate(take);
+        keep.sort_unstable();
+        let mut all: Vec<Option<PreferenceRecord>> = records.into_iter().map(Some).collect();
+        records = keep.into_iter().filter_map(|i| all[i].take()).collect();
+    }
+    Ok(SourceRecords {
+        source: spec.to_string(),
+        records,
+        files,
+        layout: described,
+    })
+}
+
+/// The folder a split's names are read below: the path itself, or a glob's fixed leading part.
+fn glob_root(path: &Path) -> PathBuf {
+    let mut root = PathBuf::new();
+    for c in path.components() {
+        if c.as_os_str().to_string_lossy().contains(['*', '?', '[']) {
+            return root;
+        }
+        root.push(c);
+    }
+    if path.is_file() {
+        path.parent().map(Path::to_path_buf).unwrap_or_default()
+    } else {
+        root
     }
 }

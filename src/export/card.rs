@@ -163,8 +163,8 @@ fn render(
 fn data_lines(yaml: &str) -> Option<String> {
     let r: crate::recipe::Recipe = serde_saphyr::from_str(yaml).ok()?;
     Some(match &r.data.eval {
-        Some(e) => format!("`{}` (held out: `{}`)", r.data.train.display(), e.display()),
-        None => format!("`{}`", r.data.train.display()),
+        Some(e) => format!("`{}` (held out: `{}`)", r.data.train, e),
+        None => format!("`{}`", r.data.train),
     })
 }
 

@@ -9,11 +9,11 @@ use candle_core::{Result, Tensor};
 
 use super::backend::Backend;
 use super::config::Config;
+use super::lora::{Branch, Target};
 use super::ops::attention::attention;
 use super::ops::linear::QLinear;
 use super::ops::norm::rms_norm;
 use super::ops::rope::rope;
-use super::lora::{Branch, Target};
 
 /// The frozen weights of one layer. Cheap to clone: every tensor is shared.
 #[derive(Clone)]

@@ -242,13 +242,21 @@ impl Dropout {
         if device.is_cpu() {
             let mut rng = self.rng.clone();
             let mask: Vec<f32> = (0..shape.elem_count())
-                .map(|_| if rng.uniform() > self.p { keep as f32 } else { 0.0 })
+                .map(|_| {
+                    if rng.uniform() > self.p {
+                        keep as f32
+                    } else {
+                        0.0
+                    }
+                })
                 .collect();
             return Tensor::from_vec(mask, shape, device);
         }
         device.set_seed(self.rng.clone().next_u64())?;
         let u = Tensor::rand(0f32, 1f32, shape, device)?;
-        u.ge(self.p)?.to_dtype(candle_core::DType::F32)?.affine(keep, 0.0)
+        u.ge(self.p)?
+            .to_dtype(candle_core::DType::F32)?
+            .affine(keep, 0.0)
     }
 }
 
@@ -327,9 +335,18 @@ mod tests {
         assert!((dropped - 0.25).abs() < 0.02, "dropped {dropped}");
         let keep = (1.0f64 / 0.75) as f32;
         assert!(m.iter().all(|&v| v == 0.0 || v == keep));
-        assert_eq!(m, values(&Dropout::draw(0.25, 7, 3, Target::VProj).unwrap()));
-        assert_ne!(m, values(&Dropout::draw(0.25, 8, 3, Target::VProj).unwrap()));
-        assert_ne!(m, values(&Dropout::draw(0.25, 7, 3, Target::OProj).unwrap()));
+        assert_eq!(
+            m,
+            values(&Dropout::draw(0.25, 7, 3, Target::VProj).unwrap())
+        );
+        assert_ne!(
+            m,
+            values(&Dropout::draw(0.25, 8, 3, Target::VProj).unwrap())
+        );
+        assert_ne!(
+            m,
+            values(&Dropout::draw(0.25, 7, 3, Target::OProj).unwrap())
+        );
         assert!(Dropout::draw(0.0, 7, 3, Target::VProj).is_none());
     }
 }

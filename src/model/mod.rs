@@ -31,6 +31,7 @@ pub use block::Keep;
 use block::{Block, BlockInputs, Linears};
 pub use config::{Arch, Config};
 use kernels::qweight::QWeight;
+pub use lora::{Adapters, Branch, Lora, LoraConfig, LoraLinear, Target};
 use ops::attention::attention_mask;
 pub use ops::attention::RowLayout;
 use ops::dense::DeviceMatrix;
@@ -38,7 +39,6 @@ use ops::head;
 use ops::linear::QLinear;
 use ops::norm::rms_norm;
 use ops::rope::rope_tables;
-pub use lora::{Adapters, Branch, Lora, LoraConfig, LoraLinear, Target};
 pub use pack::Packed;
 
 pub struct Model {

@@ -31,7 +31,7 @@ pub fn checkpoint_keep(
                 (c.n_layer * tokens * k.floats_per_token(c.hidden, c.ffn)) as f64
                     * model.dtype().size_in_bytes() as f64
             };
-            let Some(avail) = available_bytes(model.device()) else {
+            let Some(avail) = crate::device::free_memory(model.device()) else {
                 let k = Keep::Mlp;
                 return (
                     k,
@@ -69,21 +69,4 @@ fn name(k: Keep) -> &'static str {
         Keep::Mlp => "mlp",
         Keep::Projections => "projections",
     }
-}
-
-/// Memory the process can still take: `MemAvailable` on a Linux CPU; `None` elsewhere.
-fn available_bytes(device: &candle_core::Device) -> Option<u64> {
-    if !device.is_cpu() {
-        return None;
-    }
-    let text = std::fs::read_to_string("/proc/meminfo").ok()?;
-    let kb: u64 = text
-        .lines()
-        .find_map(|l| l.strip_prefix("MemAvailable:"))?
-        .trim()
-        .trim_end_matches("kB")
-        .trim()
-        .parse()
-        .ok()?;
-    Some(kb * 1024)
 }

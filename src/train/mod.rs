@@ -29,6 +29,7 @@ use candle_core::Tensor;
 use indicatif::{ProgressBar, ProgressStyle};
 
 use crate::data::batch::{load_pairs, split_eval, Limits, Order, PairSet, TrainPair};
+use crate::data::{read_sources, ReadSpec, Sources};
 use crate::loss::{LossInputs, LossOutput, PairMetrics, PreferenceLoss};
 use crate::model::peft::{self, BaseInfo};
 use crate::model::{Adapters, Lora, LoraConfig, Model};
@@ -60,6 +61,8 @@ struct Ctx<'a> {
     loaded: &'a Loaded,
     train: PairSet,
     eval: Option<PairSet>,
+    /// The data files read, train then eval (what the reference cache key hashes).
+    data_files: Vec<PathBuf>,
     loss: PreferenceLoss,
     reference: Reference,
     base: BaseInfo,
@@ -246,12 +249,35 @@ pub fn run(recipe: &Recipe, opts: &Options) -> Result<Outcome> {
         .model
         .set_checkpointing(recipe.train.gradient_checkpointing);
     let limits = Limits::from_recipe(&recipe.data, &loaded.tok);
-    let train_all = load_pairs(&recipe.data.train, &loaded.tok, &limits).context("data.train")?;
-    let (train, eval) = match &recipe.data.eval {
-        Some(p) => (
-            train_all,
-            Some(load_pairs(p, &loaded.tok, &limits).context("data.eval")?),
-        ),
+    let mut data_files = Vec::new();
+    let mut load = |key: &str, sources: &Sources| -> Result<PairSet> {
+        let how = ReadSpec {
+            format: recipe.data.format,
+            columns: recipe.data.columns.as_ref(),
+            seed: recipe.train.seed,
+        };
+        let read = read_sources(sources, &how).context(key.to_string())?;
+        for s in &read {
+            eprintln!(
+                "data: {key} {} read as {}: {} records from {} file{}",
+                s.source,
+                s.layout,
+                s.records.len(),
+                s.files.len(),
+                if s.files.len() == 1 { "" } else { "s" }
+            );
+        }
+        data_files.extend(read.iter().flat_map(|s| s.files.iter().cloned()));
+        let records: Vec<_> = read.into_iter().flat_map(|s| s.records).collect();
+        load_pairs(&records, &sources.to_string(), &loaded.tok, &limits).context(key.to_string())
+    };
+    let train_all = load("data.train", &recipe.data.train)?;
+    let eval_set = match &recipe.data.eval {
+        Some(e) => Some(load("data.eval", e)?),
+        None => None,
+    };
+    let (train, eval) = match eval_set {
+        Some(e) => (train_all, Some(e)),
         None if recipe.data.eval_fraction > 0.0 => {
             let (t, e) = split_eval(train_all, recipe.data.eval_fraction, recipe.train.seed);
             (t, (!e.pairs.is_empty()).then_some(e))
@@ -338,6 +364,7 @@ pub fn run(recipe: &Recipe, opts: &Options) -> Result<Outcome> {
         loaded: &loaded,
         train,
         eval,
+        data_files,
         loss,
         reference: Reference::None,
         base,
@@ -506,15 +533,24 @@ fn build_reference(ctx: &Ctx, frozen: Option<Lora>, progress: bool) -> Result<Re
     if r.reference.mode == ReferenceMode::AdaptersOff {
         return Ok(Reference::AdaptersOff(frozen));
     }
-    let mut files: Vec<&Path> = vec![&r.data.train];
-    if let Some(e) = &r.data.eval {
-        files.push(e);
-    }
+    let files: Vec<&Path> = ctx.data_files.iter().map(PathBuf::as_path).collect();
+    let reading = format!(
+        "{} | {} | {:?} | {:?}",
+        r.data.train,
+        r.data
+            .eval
+            .as_ref()
+            .map(|e| e.to_string())
+            .unwrap_or_default(),
+        r.data.format,
+        r.data.columns
+    );
     let limits = Limits::from_recipe(&r.data, &ctx.loaded.tok);
     let model = &ctx.loaded.model;
     let key = reference::cache_key(&reference::KeyInputs {
         model_file: &ctx.loaded.path,
         data_files: &files,
+        reading: &reading,
         limits: &limits,
         init_from: r.lora.init_from.as_deref(),
         eval_split: (r.data.eval_fraction, r.train.seed),

@@ -2,7 +2,7 @@
 //! adapter) at every step, or precomputed once and cached on disk.
 //!
 //! The cache key is a SHA-256 over everything the values depend on ([`KeyInputs`]): the model
-//! file, the data files, the truncation settings and BOS rule, the held-out split, the
+//! file, the data files and how their records were read, the truncation settings and BOS rule, the held-out split, the
 //! `init_from` adapter's bytes, the activation dtype, the device kind, the backend, and this format's and
 //! build's version. A later run with the same key reuses the values and runs no reference
 //! forward at all; a CPU f32 cache is never read by a CUDA bf16 run.
@@ -80,8 +80,10 @@ pub fn file_sha256(path: &Path) -> std::io::Result<String> {
 pub struct KeyInputs<'a> {
     /// The GGUF file: weights, tokenizer and chat template.
     pub model_file: &'a Path,
-    /// The train (and eval) JSONL files.
+    /// The train (and eval) data files, as read.
     pub data_files: &'a [&'a Path],
+    /// How their records were read: the sources (split, fraction), `data.format`, `data.columns`.
+    pub reading: &'a str,
     /// Truncation settings and the BOS rule.
     pub limits: &'a Limits,
     /// The frozen starting adapter, when the reference is base + adapter.
@@ -106,6 +108,8 @@ pub fn cache_key(k: &KeyInputs) -> std::io::Result<String> {
     for f in k.data_files {
         h.update(file_sha256(f)?.as_bytes());
     }
+    h.update(k.reading.as_bytes());
+    h.update(b"\n");
     let l = k.limits;
     let device = match k.device {
         DeviceLocation::Cpu => "cpu",
@@ -206,6 +210,7 @@ mod tests {
             cache_key(&KeyInputs {
                 model_file: &model,
                 data_files: &files,
+                reading: "",
                 limits: &limits,
                 init_from: None,
                 eval_split: (0.0, 1),

@@ -13,7 +13,6 @@ pub use crate::model::config::Activation;
 use crate::model::kernels::fastmath::{sigmoid, tanh, wide};
 use crate::model::kernels::host::{contiguous_f32, with_f32, TASK_FLOATS};
 
-
 /// sqrt(2/π), the tanh-GELU constant (PyTorch `gelu(approximate="tanh")`).
 const SQRT_2_OVER_PI: f32 = 0.797_884_6;
 const GELU_C: f32 = 0.044_715;
@@ -147,7 +146,6 @@ fn gated_grad_rows(
         *du = gr * a;
     }
 }
-
 
 impl Activation {
     /// `act(gate) · up`.

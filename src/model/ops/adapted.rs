@@ -12,11 +12,11 @@
 
 use candle_core::{CpuStorage, CustomOp3, DType, Layout, Result, Shape, Tensor};
 
+use super::linear::QLinear;
 use crate::model::backend::{enter_cpu_kernel, Backend};
 use crate::model::kernels::host::{contiguous_f32x3, with_f32};
 use crate::model::kernels::qweight::{product, rm, tr};
 use crate::model::lora::Branch;
-use super::linear::QLinear;
 
 /// `lin(x) + branch(x)` (`lin(x)` alone for no branch), in `x`'s type: one op where it can be.
 /// `base`, when given, is `lin(x)` from an earlier forward of the same `x` (a checkpointed

@@ -123,7 +123,6 @@ fn grouped(q: &Tensor, k: &Tensor, v: &Tensor, mask: &Tensor, scale: f64) -> Res
         .reshape((b_sz, n_head, seq_len, head_dim))
 }
 
-
 /// `softmax(scale · scores + mask)` over the last dimension: `scores (b_sz, n_head, q_len,
 /// k_len)`, `mask (b_sz, 1, q_len, k_len)` of 0 and -inf from [`attention_mask`], which
 /// leaves every row at least one visible key (a row with none would be NaN, as in the composed

@@ -106,10 +106,15 @@ mod tests {
     #[test]
     fn gathered_rows_are_the_dequantized_matrix() {
         let dev = Device::Cpu;
-        for dtype in [GgmlDType::Q4K, GgmlDType::Q6K, GgmlDType::Q8_0, GgmlDType::F16] {
+        for dtype in [
+            GgmlDType::Q4K,
+            GgmlDType::Q6K,
+            GgmlDType::Q8_0,
+            GgmlDType::F16,
+        ] {
             let (rows, cols) = (40, 256);
-            let w = Tensor::from_vec(uniform_values(rows * cols, 3, 1.0), (rows, cols), &dev)
-                .unwrap();
+            let w =
+                Tensor::from_vec(uniform_values(rows * cols, 3, 1.0), (rows, cols), &dev).unwrap();
             let q = Arc::new(QWeight::new(QTensor::quantize(&w, dtype).unwrap()).unwrap());
             let want = q.dequantize(&dev).unwrap();
             let m = DeviceMatrix::new(&q, &dev).unwrap();
@@ -125,11 +130,19 @@ mod tests {
             };
             assert_eq!(diff(&m.all_f32().unwrap(), &want), 0.0, "{dtype:?} whole");
             let block = m.rows_f32(8, 24).unwrap();
-            assert_eq!(diff(&block, &want.narrow(0, 8, 16).unwrap()), 0.0, "{dtype:?} rows");
+            assert_eq!(
+                diff(&block, &want.narrow(0, 8, 16).unwrap()),
+                0.0,
+                "{dtype:?} rows"
+            );
             let ids = [39u32, 0, 7, 7];
             let got = m.gather_f32(&ids).unwrap();
             let idx = Tensor::new(&ids, &dev).unwrap();
-            assert_eq!(diff(&got, &want.index_select(&idx, 0).unwrap()), 0.0, "{dtype:?} ids");
+            assert_eq!(
+                diff(&got, &want.index_select(&idx, 0).unwrap()),
+                0.0,
+                "{dtype:?} ids"
+            );
             let err = m.gather_f32(&[40]).unwrap_err().to_string();
             assert!(err.contains("token id 40 is out of range"), "{err}");
         }

@@ -13,8 +13,8 @@
 use candle_core::{Result, Tensor, D};
 use rayon::prelude::*;
 
-use crate::model::kernels::fastmath::{exp, lane_max, lane_sum_f64, wide};
 use super::dense::DeviceMatrix;
+use crate::model::kernels::fastmath::{exp, lane_max, lane_sum_f64, wide};
 use crate::model::kernels::qweight::{gemm_f32, QWeight};
 
 /// Floats held at once in the logits block and in the dequantized block of rows (16 MB each).

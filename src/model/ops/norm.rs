@@ -14,7 +14,6 @@ use rayon::prelude::*;
 use crate::model::backend::{enter_cpu_kernel, Backend};
 use crate::model::kernels::host::{contiguous_f32, last_dim, task_rows, with_f32};
 
-
 /// `x / sqrt(mean(x²) + eps) * w` over the last dimension of `x (.., d)`, `w (d,)`.
 ///
 /// `w` is a frozen base weight: no gradient flows to it (the op's backward returns only the

@@ -55,7 +55,6 @@ pub fn rope_tables(
     ))
 }
 
-
 /// `x (b_sz, seq_len, n_head, head_dim)` (the projection's layout) rotated in the half-split
 /// ("NEOX", Hugging Face `rotate_half`) layout, `x·cos + rotate_half(x)·sin` with `cos`/`sin`
 /// from [`rope_tables`], `(seq_len, head_dim)` for every row or `(b_sz, seq_len,

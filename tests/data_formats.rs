@@ -1,0 +1,412 @@
+//! Preference data as people have it: every layout and file type reads to the same pairs as TRL's
+//! conversational JSONL and scores the same; implicit prompts follow TRL's rule; a Parquet file
+//! written by `datasets` is read; splits, globs, folders and fractions pick the records they
+//! say; bad rows give one line naming the file, the line or row, and the field.
+
+mod common;
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+use common::{
+    assert_user_error, bin, read_json, real_model, repo, score, synth_model, tiny_run_sets,
+};
+use dpo_lora::data::{read_all, Field, Format, PreferenceRecord, ReadSpec, SourceSpec, Sources};
+use dpo_lora::synth::SynthArch;
+use serde_json::{json, Value};
+
+/// The first `n` records of the quick-start eval set: TRL conversational, explicit prompt.
+fn base_rows(n: usize) -> Vec<Value> {
+    let text = std::fs::read_to_string(repo().join("recipes/data/quickstart-eval.jsonl")).unwrap();
+    text.lines()
+        .take(n)
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect()
+}
+
+fn write_jsonl(path: &Path, rows: &[Value]) -> PathBuf {
+    let mut f = std::fs::File::create(path).unwrap();
+    for r in rows {
+        writeln!(f, "{r}").unwrap();
+    }
+    path.to_path_buf()
+}
+
+fn read(path: &Path) -> Vec<PreferenceRecord> {
+    read_all(&Sources::one(path.to_string_lossy()), &ReadSpec::default()).unwrap()
+}
+
+/// The (prompt, chosen, rejected) of each record, where each came from left out.
+fn fields(rs: &[PreferenceRecord]) -> Vec<(Field, Field, Field)> {
+    rs.iter()
+        .map(|r| (r.prompt.clone(), r.chosen.clone(), r.rejected.clone()))
+        .collect()
+}
+
+fn msgs(v: &Value) -> &Vec<Value> {
+    v.as_array().unwrap()
+}
+
+/// The same pairs in each layout people download.
+fn variants(rows: &[Value]) -> Vec<(&'static str, Vec<Value>)> {
+    let implicit = rows
+        .iter()
+        .map(|r| {
+            let p = msgs(&r["prompt"]).clone();
+            let whole = |k: &str| Value::Array(p.iter().chain(msgs(&r[k])).cloned().collect());
+            json!({"chosen": whole("chosen"), "rejected": whole("rejected"), "score": 1.0})
+        })
+        .collect();
+    let openai = rows
+        .iter()
+        .map(|r| {
+            json!({"input": {"messages": r["prompt"], "tools": []},
+                   "preferred_output": r["chosen"], "non_preferred_output": r["rejected"]})
+        })
+        .collect();
+    let from = |role: &str| {
+        match role {
+            "user" => "human",
+            "assistant" => "gpt",
+            other => other,
+        }
+        .to_string()
+    };
+    let sharegpt = rows
+        .iter()
+        .map(|r| {
+            let turns: Vec<Value> = msgs(&r["prompt"])
+                .iter()
+                .map(|m| json!({"from": from(m["role"].as_str().unwrap()), "value": m["content"]}))
+                .collect();
+            let one = |k: &str| json!({"from": "gpt", "value": msgs(&r[k])[0]["content"]});
+            json!({"conversations": turns, "chosen": one("chosen"), "rejected": one("rejected")})
+        })
+        .collect();
+    let parts = rows
+        .iter()
+        .map(|r| {
+            let split = |list: &Value| -> Value {
+                Value::Array(
+                    msgs(list)
+                        .iter()
+                        .map(|m| {
+                            let c: Vec<char> = m["content"].as_str().unwrap().chars().collect();
+                            let (a, b) = c.split_at(c.len() / 2);
+                            json!({"role": m["role"], "content": [
+                                {"type": "text", "text": a.iter().collect::<String>()},
+                                {"type": "text", "text": b.iter().collect::<String>()}]})
+                        })
+                        .collect(),
+                )
+            };
+            json!({"prompt": split(&r["prompt"]), "chosen": split(&r["chosen"]), "rejected": split(&r["rejected"])})
+        })
+        .collect();
+    vec![
+        ("trl-implicit", implicit),
+        ("openai-preference", openai),
+        ("sharegpt-ranking", sharegpt),
+        ("content-parts", parts),
+    ]
+}
+
+#[test]
+fn every_layout_and_file_type_reads_to_the_same_pairs() {
+    let dir = tempfile::tempdir().unwrap();
+    let rows = base_rows(6);
+    let base = write_jsonl(&dir.path().join("base.jsonl"), &rows);
+    let want = fields(&read(&base));
+    for (name, vrows) in variants(&rows) {
+        let p = write_jsonl(&dir.path().join(format!("{name}.jsonl")), &vrows);
+        assert_eq!(fields(&read(&p)), want, "{name}");
+    }
+    // the same records as .jsonl.gz, a .json list, {"data": [...]} and Parquet
+    let gz = dir.path().join("base.jsonl.gz");
+    let mut e = flate2::write::GzEncoder::new(
+        std::fs::File::create(&gz).unwrap(),
+        flate2::Compression::default(),
+    );
+    e.write_all(&std::fs::read(&base).unwrap()).unwrap();
+    e.finish().unwrap();
+    let list = dir.path().join("list.json");
+    std::fs::write(&list, Value::Array(rows.clone()).to_string()).unwrap();
+    let wrapped = dir.path().join("wrapped.json");
+    std::fs::write(&wrapped, json!({"data": rows}).to_string()).unwrap();
+    let pq = dir.path().join("base.parquet");
+    dpo_lora::data::parquet::write_records(&pq, &read(&base), parquet::basic::Compression::SNAPPY)
+        .unwrap();
+    for p in [&gz, &list, &wrapped, &pq] {
+        assert_eq!(fields(&read(p)), want, "{}", p.display());
+    }
+    // and the layout can be named instead of told
+    let openai = dir.path().join("openai-preference.jsonl");
+    let named = read_all(
+        &Sources::one(openai.to_string_lossy()),
+        &ReadSpec {
+            format: Format::OpenaiPreference,
+            ..ReadSpec::default()
+        },
+    )
+    .unwrap();
+    assert_eq!(fields(&named), want);
+}
+
+/// End to end through `dpo-lora score` on the real SmolLM2 (its chat template): every layout
+/// gives the very same sums as the TRL conversational file.
+#[test]
+fn every_layout_scores_as_trl_conversational() {
+    let dir = tempfile::tempdir().unwrap();
+    let model = real_model("smollm2");
+    let rows = base_rows(4);
+    let base = write_jsonl(&dir.path().join("base.jsonl"), &rows);
+    let want = score(&model, None, &base);
+    for (name, vrows) in variants(&rows) {
+        let p = write_jsonl(&dir.path().join(format!("{name}.jsonl")), &vrows);
+        assert_eq!(score(&model, None, &p), want, "{name}");
+    }
+    let pq = dir.path().join("base.parquet");
+    dpo_lora::data::parquet::write_records(
+        &pq,
+        &read(&base),
+        parquet::basic::Compression::ZSTD(Default::default()),
+    )
+    .unwrap();
+    assert_eq!(score(&model, None, &pq), want, "parquet");
+}
+
+#[test]
+fn a_parquet_file_written_by_datasets_scores_as_its_jsonl() {
+    let dir = tempfile::tempdir().unwrap();
+    let model = real_model("smollm2");
+    let pq = repo().join("tests/data/h4-layout.parquet");
+    let recs = read_all(&Sources::one(pq.to_string_lossy()), &ReadSpec::default()).unwrap();
+    assert_eq!(recs.len(), 8);
+    let base = write_jsonl(&dir.path().join("base.jsonl"), &base_rows(8));
+    assert_eq!(fields(&recs), fields(&read(&base)));
+    assert_eq!(score(&model, None, &pq), score(&model, None, &base));
+}
+
+fn field_of(v: &Value) -> Field {
+    match v {
+        Value::String(s) => Field::Text(s.clone()),
+        Value::Array(ms) => Field::Messages(
+            ms.iter()
+                .map(|m| dpo_lora::tokenizer::Message {
+                    role: m["role"].as_str().unwrap().into(),
+                    content: m["content"].as_str().unwrap().into(),
+                })
+                .collect(),
+        ),
+        other => panic!("unexpected {other}"),
+    }
+}
+
+/// TRL's `extract_prompt` and `maybe_extract_prompt` outputs, recorded by TRL itself
+/// (tests/data/README.md), against ours on the same inputs.
+#[test]
+fn implicit_prompts_match_trl() {
+    let dir = tempfile::tempdir().unwrap();
+    let fx = read_json(repo().join("tests/data/trl-extract-prompt.json"));
+    let cases = fx["cases"].as_array().unwrap();
+    assert!(cases.len() >= 8);
+    let inputs: Vec<Value> = cases.iter().map(|c| c["input"].clone()).collect();
+    let p = write_jsonl(&dir.path().join("implicit.jsonl"), &inputs);
+    let got = read(&p);
+    for (c, r) in cases.iter().zip(&got) {
+        let o = &c["output"];
+        assert_eq!(
+            (r.prompt.clone(), r.chosen.clone(), r.rejected.clone()),
+            (
+                field_of(&o["prompt"]),
+                field_of(&o["chosen"]),
+                field_of(&o["rejected"])
+            ),
+            "{}",
+            c["input"]
+        );
+    }
+}
+
+/// A data set laid out as the Hub lays it out: shards per split in `data/`.
+fn hub_like(dir: &Path) -> (PathBuf, Vec<PreferenceRecord>) {
+    let base = write_jsonl(&dir.join("base.jsonl"), &base_rows(9));
+    let recs = read(&base);
+    let root = dir.join("ds");
+    std::fs::create_dir_all(root.join("data")).unwrap();
+    let shard = |name: &str, rs: &[PreferenceRecord]| {
+        dpo_lora::data::parquet::write_records(
+            &root.join("data").join(name),
+            rs,
+            parquet::basic::Compression::SNAPPY,
+        )
+        .unwrap()
+    };
+    shard("train-00000-of-00002.parquet", &recs[..3]);
+    shard("train-00001-of-00002.parquet", &recs[3..6]);
+    shard("test-00000-of-00001.parquet", &recs[6..]);
+    (root, recs)
+}
+
+#[test]
+fn folders_globs_splits_and_fractions_pick_their_records() {
+    let dir = tempfile::tempdir().unwrap();
+    let (root, recs) = hub_like(dir.path());
+    let read_spec =
+        |spec: SourceSpec| fields(&read_all(&Sources(vec![spec]), &ReadSpec::default()).unwrap());
+    let train = SourceSpec {
+        split: Some("train".into()),
+        ..SourceSpec::path(root.to_string_lossy())
+    };
+    assert_eq!(read_spec(train.clone()), fields(&recs[..6]));
+    let test = SourceSpec {
+        split: Some("test".into()),
+        ..SourceSpec::path(root.to_string_lossy())
+    };
+    assert_eq!(read_spec(test), fields(&recs[6..]));
+    let glob = root.join("data/train-*.parquet");
+    assert_eq!(
+        read_spec(SourceSpec::path(glob.to_string_lossy())),
+        fields(&recs[..6])
+    );
+    // the whole folder, in name order: test's shard sorts first
+    let all = read_spec(SourceSpec::path(root.to_string_lossy()));
+    assert_eq!(all.len(), 9);
+    assert_eq!(all[..3], fields(&recs[6..])[..]);
+    // a fraction is a fixed sample of the source, in its order
+    let half = SourceSpec {
+        fraction: Some(0.5),
+        ..train.clone()
+    };
+    let a = read_spec(half.clone());
+    assert_eq!(a.len(), 3);
+    assert_eq!(a, read_spec(half));
+    let six = fields(&recs[..6]);
+    let mut at = 0;
+    for r in &a {
+        at += six[at..]
+            .iter()
+            .position(|x| x == r)
+            .expect("in order, from the source")
+            + 1;
+    }
+    // several sources are read in turn and numbered across
+    let two = read_all(
+        &Sources(vec![train, SourceSpec::path(glob.to_string_lossy())]),
+        &ReadSpec::default(),
+    )
+    .unwrap();
+    assert_eq!(two.len(), 12);
+    assert_eq!(
+        two.iter().map(|r| r.index).collect::<Vec<_>>(),
+        (0..12).collect::<Vec<_>>()
+    );
+}
+
+/// `dpo-lora run` on Parquet trains exactly as on the same records in JSONL.
+#[test]
+fn a_run_on_parquet_matches_the_run_on_jsonl() {
+    let dir = tempfile::tempdir().unwrap();
+    let model = synth_model(dir.path(), SynthArch::Llama);
+    let train = repo().join("recipes/data/tiny-train.jsonl");
+    let pq = dir.path().join("tiny-train.parquet");
+    dpo_lora::data::parquet::write_records(&pq, &read(&train), parquet::basic::Compression::SNAPPY)
+        .unwrap();
+    let metrics = |data: &Path, out: &str| -> Vec<Value> {
+        let out = dir.path().join(out);
+        let mut c = bin();
+        c.arg("run")
+            .arg(repo().join("recipes/tiny.yaml"))
+            .arg("--quiet");
+        for s in tiny_run_sets(&model, &out) {
+            c.args(["--set", &s]);
+        }
+        c.args(["--set", &format!("data.train={}", data.display())]);
+        let o = c.output().unwrap();
+        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+        common::read_jsonl(&out.join("metrics.jsonl"))
+            .into_iter()
+            .map(|mut v| {
+                v.as_object_mut().unwrap().remove("tokens/s");
+                v
+            })
+            .collect()
+    };
+    let (a, b) = (metrics(&train, "jsonl"), metrics(&pq, "parquet"));
+    assert!(a.len() >= 12);
+    assert_eq!(a, b);
+}
+
+#[test]
+fn bad_rows_name_the_file_the_row_and_the_field() {
+    let dir = tempfile::tempdir().unwrap();
+    let model = common::tiny_gguf("llama");
+    let score_err = |data: &Path, needles: &[&str]| {
+        let o = bin()
+            .args(["score", "--model"])
+            .arg(&model)
+            .arg("--data")
+            .arg(data)
+            .output()
+            .unwrap();
+        assert_user_error(&o, needles);
+    };
+    let rows = base_rows(3);
+    let mut openai: Vec<Value> = variants(&rows).remove(1).1;
+    openai[1]
+        .as_object_mut()
+        .unwrap()
+        .remove("preferred_output");
+    let p = write_jsonl(&dir.path().join("openai.jsonl"), &openai);
+    score_err(&p, &["openai.jsonl:2:", "\"preferred_output\" is missing"]);
+
+    let mut parts: Vec<Value> = variants(&rows).remove(3).1;
+    parts[2]["prompt"][0]["content"][1] = json!({"type": "image_url", "image_url": {"url": "x"}});
+    let p = write_jsonl(&dir.path().join("parts.jsonl"), &parts);
+    score_err(
+        &p,
+        &["parts.jsonl:3:", "\"prompt\" message 0", "\"image_url\""],
+    );
+
+    let mut sg: Vec<Value> = variants(&rows).remove(2).1;
+    sg[0]["conversations"][0]["from"] = json!("narrator");
+    let p = write_jsonl(&dir.path().join("sharegpt.jsonl"), &sg);
+    score_err(
+        &p,
+        &["sharegpt.jsonl:1:", "conversations[0]", "\"narrator\""],
+    );
+
+    let p = write_jsonl(
+        &dir.path().join("odd.jsonl"),
+        &[json!({"question": "q", "answer": "a"})],
+    );
+    score_err(
+        &p,
+        &[
+            "odd.jsonl:1:",
+            "[answer, question]",
+            "data.format",
+            "openai-preference",
+        ],
+    );
+
+    // a Parquet row: the row number (0-based, as dataset[i])
+    let mut recs = read(&write_jsonl(&dir.path().join("b.jsonl"), &rows));
+    recs[2].chosen = Field::Messages(vec![]);
+    let pq = dir.path().join("bad.parquet");
+    dpo_lora::data::parquet::write_records(&pq, &recs, parquet::basic::Compression::SNAPPY)
+        .unwrap();
+    score_err(&pq, &["bad.parquet: row 2:", "\"chosen\" is empty"]);
+
+    let junk = dir.path().join("junk.parquet");
+    std::fs::write(&junk, b"PAR1 this is not parquet").unwrap();
+    score_err(&junk, &["junk.parquet", "cannot read it as Parquet"]);
+
+    let txt = dir.path().join("data.txt");
+    std::fs::write(&txt, "x").unwrap();
+    score_err(&txt, &["data.txt", ".jsonl, .jsonl.gz, .json or .parquet"]);
+
+    let json_obj = dir.path().join("obj.json");
+    std::fs::write(&json_obj, "{\"rows\": []}").unwrap();
+    score_err(&json_obj, &["obj.json", "list of records"]);
+}
