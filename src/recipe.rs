@@ -70,7 +70,7 @@ pub struct DataSection {
     /// Tokens of prompt kept before the completion is cut (default: max_length / 2).
     #[serde(default)]
     pub max_prompt_length: Option<usize>,
-    #[serde(default)]
+    #[serde(default, alias = "truncation_mode")]
     pub truncation: Truncation,
 }
 
@@ -88,13 +88,13 @@ pub enum Truncation {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct LoraSection {
-    #[serde(default = "d_rank")]
+    #[serde(default = "d_rank", alias = "lora_r")]
     pub rank: usize,
-    #[serde(default = "d_alpha")]
+    #[serde(default = "d_alpha", alias = "lora_alpha")]
     pub alpha: f64,
-    #[serde(default)]
+    #[serde(default, alias = "lora_dropout")]
     pub dropout: f64,
-    #[serde(default = "d_targets")]
+    #[serde(default = "d_targets", alias = "lora_target_modules")]
     pub target_modules: Vec<Target>,
     /// Scale alpha / sqrt(rank) instead of alpha / rank.
     #[serde(default)]
@@ -175,21 +175,25 @@ pub enum ReferenceMode {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct TrainSection {
+    #[serde(alias = "learning_rate")]
     pub lr: f64,
     /// Pairs per micro-batch (each pair is 2 sequences in the forward).
-    #[serde(default = "d_batch")]
+    #[serde(default = "d_batch", alias = "per_device_train_batch_size")]
     pub batch_size: usize,
-    #[serde(default = "d_one")]
+    #[serde(default = "d_one", alias = "gradient_accumulation_steps")]
     pub grad_accum: usize,
     #[serde(default)]
     pub max_steps: Option<usize>,
-    #[serde(default)]
+    #[serde(default, alias = "num_train_epochs")]
     pub epochs: Option<f64>,
     #[serde(default = "d_seed")]
     pub seed: u64,
     #[serde(default)]
     pub warmup_steps: usize,
+    /// Warm-up as a share of the run's optimizer steps, rounded up (instead of `warmup_steps`).
     #[serde(default)]
+    pub warmup_ratio: Option<f64>,
+    #[serde(default, alias = "lr_scheduler_type")]
     pub schedule: Schedule,
     #[serde(default)]
     pub weight_decay: f64,
@@ -197,12 +201,12 @@ pub struct TrainSection {
     #[serde(default = "d_clip")]
     pub max_grad_norm: Option<f64>,
     /// Evaluate every N optimizer steps (and always at the end).
-    #[serde(default)]
+    #[serde(default, alias = "eval_steps")]
     pub eval_every: Option<usize>,
     /// Write a checkpoint every N optimizer steps.
-    #[serde(default)]
+    #[serde(default, alias = "save_steps")]
     pub save_every: Option<usize>,
-    #[serde(default = "d_keep")]
+    #[serde(default = "d_keep", alias = "save_total_limit")]
     pub keep_checkpoints: usize,
     /// Recompute each block in the backward instead of keeping its activations: a step holds
     /// one tensor per layer instead of all of them, for about 1.5x the step time.
@@ -234,6 +238,8 @@ pub enum Schedule {
     #[default]
     Cosine,
     Linear,
+    /// Constant after the warm-up (transformers' `constant_with_warmup`).
+    #[serde(alias = "constant_with_warmup")]
     Constant,
 }
 
@@ -309,6 +315,58 @@ pub enum RecipeError {
     },
 }
 
+/// TRL's (and PEFT's) names for recipe keys, accepted in their section of a recipe and by
+/// `--set` either flat (`--set learning_rate=1e-4`) or in their section: `(canonical, alias)`.
+/// The resolved recipe is always printed with the canonical names.
+pub const TRL_ALIASES: &[(&str, &str)] = &[
+    ("train.lr", "learning_rate"),
+    ("train.batch_size", "per_device_train_batch_size"),
+    ("train.grad_accum", "gradient_accumulation_steps"),
+    ("train.epochs", "num_train_epochs"),
+    ("train.schedule", "lr_scheduler_type"),
+    ("train.warmup_ratio", "warmup_ratio"),
+    ("train.warmup_steps", "warmup_steps"),
+    ("train.eval_every", "eval_steps"),
+    ("train.save_every", "save_steps"),
+    ("train.keep_checkpoints", "save_total_limit"),
+    ("train.max_grad_norm", "max_grad_norm"),
+    ("train.weight_decay", "weight_decay"),
+    ("data.truncation", "truncation_mode"),
+    ("lora.rank", "lora_r"),
+    ("lora.alpha", "lora_alpha"),
+    ("lora.dropout", "lora_dropout"),
+    ("lora.target_modules", "lora_target_modules"),
+];
+
+/// The canonical key for `key` as typed after `--set`: itself, or what a TRL name stands for.
+fn canonical_key(key: &str) -> String {
+    for &(canon, alias) in TRL_ALIASES {
+        let (section, _) = canon.split_once('.').unwrap_or(("", canon));
+        if key == alias || key == format!("{section}.{alias}") {
+            return canon.to_string();
+        }
+    }
+    key.to_string()
+}
+
+/// A key given twice in one section, once by its canonical name and once by a TRL name:
+/// `Some((section.canonical, section.alias))`.
+fn alias_clash(tree: &serde_json::Value) -> Option<(String, String)> {
+    for &(canon, alias) in TRL_ALIASES {
+        let (section, name) = canon.split_once('.')?;
+        if name == alias {
+            continue;
+        }
+        let sec = tree.get(section)?.as_object();
+        if let Some(sec) = sec {
+            if sec.contains_key(name) && sec.contains_key(alias) {
+                return Some((canon.to_string(), format!("{section}.{alias}")));
+            }
+        }
+    }
+    None
+}
+
 impl Recipe {
     /// Read `path`, apply `overrides` (`key.path=value`, the value parsed as YAML), validate.
     pub fn load(path: &Path, overrides: &[String]) -> Result<Recipe, RecipeError> {
@@ -320,6 +378,24 @@ impl Recipe {
     }
 
     pub fn parse(text: &str, path: &Path, overrides: &[String]) -> Result<Recipe, RecipeError> {
+        if let Ok(tree) = serde_saphyr::from_str::<serde_json::Value>(text) {
+            if let Some((canon, alias)) = alias_clash(&tree) {
+                let name = |k: &str| k.rsplit('.').next().unwrap_or(k).to_string();
+                let line = line_of_key(text, &alias)
+                    .map(|l| format!(":{l}"))
+                    .unwrap_or_default();
+                return Err(RecipeError::Invalid {
+                    path: path.to_path_buf(),
+                    line,
+                    key: alias.clone(),
+                    msg: format!(
+                        "and {canon} are the same key ({} is TRL's name for {}); give one of them",
+                        name(&alias),
+                        name(&canon)
+                    ),
+                });
+            }
+        }
         let mut recipe: Recipe = serde_saphyr::from_str(text).map_err(|e| {
             let first = e.to_string().lines().next().unwrap_or("").to_string();
             let msg = first
@@ -368,6 +444,7 @@ impl Recipe {
         let (key, value) = arg
             .split_once('=')
             .ok_or_else(|| err("expected key.path=value".into()))?;
+        let key = &canonical_key(key);
         let value: serde_json::Value = if value.is_empty() {
             serde_json::Value::Null
         } else {
@@ -496,6 +573,17 @@ impl Recipe {
                 "data.eval_fraction",
                 format!("must be in [0, 1), got {}", d.eval_fraction),
             );
+        }
+        if let Some(r) = t.warmup_ratio {
+            if !(0.0..1.0).contains(&r) {
+                return bad("train.warmup_ratio", format!("must be in [0, 1), got {r}"));
+            }
+            if t.warmup_steps > 0 {
+                return bad(
+                    "train.warmup_ratio",
+                    "and train.warmup_steps are both set; give one (warmup_ratio is a share of the run's steps)".into(),
+                );
+            }
         }
         if l.rank == 0 {
             return bad("lora.rank", "must be at least 1".into());
@@ -676,5 +764,69 @@ mod tests {
         let r = parse(OK, &["lora.rank=4"]).unwrap();
         let back = parse(&r.to_yaml(), &[]).unwrap();
         assert_eq!(r, back);
+    }
+
+    /// TRL's names work in a recipe and in `--set` (flat or in their section), print back as
+    /// ours, and clash with ours when both are given.
+    #[test]
+    fn trl_names_are_aliases_of_ours() {
+        let trl = OK.replace("  lr: 1.0e-4\n", "  learning_rate: 2.0e-4\n  gradient_accumulation_steps: 4\n  lr_scheduler_type: constant_with_warmup\n  save_total_limit: 3\n")
+            + "lora:\n  lora_r: 16\n  lora_alpha: 32\n  lora_target_modules: [q_proj, v_proj]\n";
+        let r = parse(&trl, &[]).unwrap();
+        assert_eq!(
+            (
+                r.train.lr,
+                r.train.grad_accum,
+                r.train.schedule,
+                r.train.keep_checkpoints
+            ),
+            (2e-4, 4, Schedule::Constant, 3)
+        );
+        assert_eq!(
+            (r.lora.rank, r.lora.alpha, r.lora.target_modules.len()),
+            (16, 32.0, 2)
+        );
+        let yaml = r.to_yaml();
+        assert!(
+            yaml.contains("lr: ") && !yaml.contains("learning_rate"),
+            "{yaml}"
+        );
+        assert!(
+            yaml.contains("rank: 16") && !yaml.contains("lora_r"),
+            "{yaml}"
+        );
+
+        let r = parse(
+            OK,
+            &[
+                "learning_rate=3e-4",
+                "train.per_device_train_batch_size=8",
+                "num_train_epochs=2",
+                "warmup_ratio=0.1",
+                "truncation_mode=keep_start",
+                "lora_dropout=0.05",
+                "eval_steps=5",
+            ],
+        )
+        .unwrap();
+        assert_eq!(
+            (r.train.lr, r.train.batch_size, r.train.epochs),
+            (3e-4, 8, Some(2.0))
+        );
+        assert_eq!(r.train.warmup_ratio, Some(0.1));
+        assert_eq!(r.data.truncation, Truncation::KeepStart);
+        assert_eq!((r.lora.dropout, r.train.eval_every), (0.05, Some(5)));
+
+        let both = OK.replace("  lr: 1.0e-4\n", "  lr: 1.0e-4\n  learning_rate: 2.0e-4\n");
+        let e = parse(&both, &[]).unwrap_err();
+        assert!(
+            e.contains("r.yaml:7") && e.contains("train.learning_rate") && e.contains("train.lr"),
+            "{e}"
+        );
+        let e = parse(OK, &["warmup_ratio=0.1", "warmup_steps=5"]).unwrap_err();
+        assert!(
+            e.contains("train.warmup_ratio") && e.contains("train.warmup_steps"),
+            "{e}"
+        );
     }
 }

@@ -243,10 +243,12 @@ impl Layout {
                     let sys = match at_path(sys_path)? {
                         Value::String(s) => s.clone(),
                         Value::Null => String::new(),
-                        other => return Err(format!(
+                        other => {
+                            return Err(format!(
                             "field \"{sys_path}\" (the system message) must be a string, found {}",
                             json_type(other)
-                        )),
+                        ))
+                        }
                     };
                     let mut msgs = Vec::new();
                     if !sys.is_empty() {

@@ -462,7 +462,10 @@ pub fn run(recipe: &Recipe, opts: &Options) -> Result<Outcome> {
             m.add(r.loss, &r.out, &r.logps_chosen, &r.logps_rejected);
             tokens += r.tokens;
         }
-        let lr = schedule::lr_at(t.schedule, t.lr, t.warmup_steps, total_steps, step);
+        let warmup = t
+            .warmup_ratio
+            .map_or(t.warmup_steps, |r| (r * total_steps as f64).ceil() as usize);
+        let lr = schedule::lr_at(t.schedule, t.lr, warmup, total_steps, step);
         let grad_norm = optim::apply(&mut opt, &vars, acc, lr, t.max_grad_norm)?;
         let done = step + 1;
         let secs = started.elapsed().as_secs_f64();
