@@ -410,3 +410,121 @@ fn bad_rows_name_the_file_the_row_and_the_field() {
     std::fs::write(&json_obj, "{\"rows\": []}").unwrap();
     score_err(&json_obj, &["obj.json", "list of records"]);
 }
+
+fn parquet_bytes(dir: &Path, name: &str, recs: &[PreferenceRecord]) -> Vec<u8> {
+    let p = dir.join(name);
+    dpo_lora::data::parquet::write_records(&p, recs, parquet::basic::Compression::SNAPPY).unwrap();
+    std::fs::read(p).unwrap()
+}
+
+/// Hub data sets through the loopback stand-in (`HF_ENDPOINT`): a split of the repo's own
+/// files, the Parquet conversion when the repo has no data files, the cached copy offline,
+/// and one line when offline with nothing cached. One test, as it sets the process's
+/// environment.
+#[test]
+fn hub_data_sets_are_fetched_with_the_parquet_fallback_and_the_cache() {
+    use common::hub::{DataHub, DataRev};
+    let dir = tempfile::tempdir().unwrap();
+    let recs = read(&write_jsonl(&dir.path().join("base.jsonl"), &base_rows(9)));
+    let hub = DataHub::start(vec![
+        DataRev {
+            repo: "alice/prefs".into(),
+            revision: "main".into(),
+            files: vec![
+                ("README.md".into(), b"# prefs".to_vec()),
+                (
+                    "data/train-00000-of-00001.parquet".into(),
+                    parquet_bytes(dir.path(), "a", &recs[..6]),
+                ),
+                (
+                    "data/test-00000-of-00001.parquet".into(),
+                    parquet_bytes(dir.path(), "b", &recs[6..]),
+                ),
+            ],
+        },
+        DataRev {
+            repo: "bob/scripted".into(),
+            revision: "main".into(),
+            files: vec![("scripted.py".into(), b"# a loading script".to_vec())],
+        },
+        DataRev {
+            repo: "bob/scripted".into(),
+            revision: "refs/convert/parquet".into(),
+            files: vec![
+                (
+                    "default/train/0000.parquet".into(),
+                    parquet_bytes(dir.path(), "c", &recs[..4]),
+                ),
+                (
+                    "default/test/0000.parquet".into(),
+                    parquet_bytes(dir.path(), "d", &recs[4..]),
+                ),
+            ],
+        },
+    ]);
+    let cache = dir.path().join("hf");
+    std::env::set_var("HF_HOME", &cache);
+    std::env::set_var("HF_ENDPOINT", &hub.base);
+    std::env::remove_var("HF_HUB_OFFLINE");
+    let source = |path: &str, split: &str| {
+        Sources(vec![SourceSpec {
+            split: Some(split.into()),
+            ..SourceSpec::path(path)
+        }])
+    };
+    let got = |s: &Sources| read_all(s, &ReadSpec::default()).map(|r| fields(&r));
+
+    assert_eq!(
+        got(&source("hf:datasets/alice/prefs", "train")).unwrap(),
+        fields(&recs[..6])
+    );
+    assert_eq!(
+        got(&source("hf:datasets/alice/prefs", "test")).unwrap(),
+        fields(&recs[6..])
+    );
+    let asked = hub.requests();
+    assert!(
+        asked
+            .iter()
+            .any(|p| p == "/api/datasets/alice/prefs/revision/main"),
+        "{asked:?}"
+    );
+    assert!(!asked.iter().any(|p| p.contains("convert")), "{asked:?}");
+
+    assert_eq!(
+        got(&source("hf:datasets/bob/scripted", "test")).unwrap(),
+        fields(&recs[4..])
+    );
+    let asked = hub.requests();
+    assert!(
+        asked
+            .iter()
+            .any(|p| p == "/api/datasets/bob/scripted/revision/refs%2Fconvert%2Fparquet"),
+        "{asked:?}"
+    );
+
+    // offline: what is cached is read from the cache, with no request
+    std::env::set_var("HF_ENDPOINT", "http://127.0.0.1:9");
+    let before = hub.requests().len();
+    assert_eq!(
+        got(&source("hf:datasets/alice/prefs", "train")).unwrap(),
+        fields(&recs[..6])
+    );
+    assert_eq!(
+        got(&source("hf:datasets/bob/scripted", "test")).unwrap(),
+        fields(&recs[4..])
+    );
+    assert_eq!(hub.requests().len(), before);
+    // and what is not cached is one line naming the cache and the local alternative
+    let e = got(&source("hf:datasets/carol/other", "train"))
+        .unwrap_err()
+        .to_string();
+    assert!(
+        e.starts_with("hf:datasets/carol/other: cannot reach the Hugging Face Hub")
+            && e.contains(&cache.join("hub").display().to_string())
+            && e.contains("--local-dir")
+            && !e.contains('\n'),
+        "{e}"
+    );
+    std::env::remove_var("HF_ENDPOINT");
+}

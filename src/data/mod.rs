@@ -10,6 +10,7 @@
 pub mod batch;
 pub mod encode;
 pub mod files;
+pub mod hub;
 pub mod layout;
 pub mod parquet;
 pub mod sources;
@@ -100,8 +101,18 @@ pub fn read_all(sources: &Sources, how: &ReadSpec) -> Result<Vec<PreferenceRecor
 
 fn read_source(spec: &SourceSpec, how: &ReadSpec, k: u64) -> Result<SourceRecords, DataError> {
     let root = Path::new(&spec.path);
-    let mut files = files::expand(root)?;
-    if let Some(split) = &spec.split {
+    let hub = hub::HubDataset::parse(&spec.path).transpose()?;
+    if hub.is_none() && spec.config.is_some() {
+        return Err(DataError::Source {
+            what: spec.path.clone(),
+            msg: "config: names a Hub data set's config; a local source takes a folder or a glob instead".into(),
+        });
+    }
+    let mut files = match &hub {
+        Some(h) => h.fetch(spec.config.as_deref(), spec.split.as_deref())?,
+        None => files::expand(root)?,
+    };
+    if let (Some(split), None) = (&spec.split, &hub) {
         let base = glob_root(root);
         let all = files.len();
         files.retain(|f| sources::in_split(&base, f, split));

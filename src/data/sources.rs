@@ -18,6 +18,9 @@ use serde::{Deserialize, Serialize};
 pub struct SourceSpec {
     /// A local file, folder or glob, or `hf:datasets/OWNER/NAME[@REVISION]`.
     pub path: String,
+    /// A Hub data set's config: the folder of its files, or of its Parquet conversion (default:
+    /// the repo's own data files, else the conversion's `default`).
+    pub config: Option<String>,
     /// Only the files of this split (`train`, `test_prefs`, ...): a file whose name, or a folder
     /// on its way, is the split or starts with it followed by `-` or `.`
     /// (`train-00000-of-00002.parquet`, `test.jsonl`, `train/0000.parquet`), the Hugging Face
@@ -31,13 +34,14 @@ impl SourceSpec {
     pub fn path(p: impl Into<String>) -> Self {
         Self {
             path: p.into(),
+            config: None,
             split: None,
             fraction: None,
         }
     }
 
     fn is_plain(&self) -> bool {
-        self.split.is_none() && self.fraction.is_none()
+        self.config.is_none() && self.split.is_none() && self.fraction.is_none()
     }
 
     /// `~/` expanded against `$HOME`.
@@ -51,6 +55,9 @@ impl SourceSpec {
 impl fmt::Display for SourceSpec {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "{}", self.path)?;
+        if let Some(c) = &self.config {
+            write!(f, " (config {c})")?;
+        }
         if let Some(s) = &self.split {
             write!(f, " (split {s})")?;
         }
@@ -83,14 +90,16 @@ pub fn in_split(root: &Path, file: &Path, split: &str) -> bool {
     let rel = file.strip_prefix(root).unwrap_or(file);
     rel.components().any(|c| {
         let name = c.as_os_str().to_string_lossy();
+        let stem = name.split('.').next().unwrap_or(&name);
         name == split
             || name
                 .strip_prefix(split)
                 .is_some_and(|rest| rest.starts_with(['-', '.']))
+            || stem.ends_with(&format!("-{split}"))
     })
 }
 
-const ENTRY_FIELDS: &[&str] = &["path", "split", "fraction"];
+const ENTRY_FIELDS: &[&str] = &["path", "config", "split", "fraction"];
 
 struct SpecVisitor;
 
@@ -108,10 +117,11 @@ impl<'de> Visitor<'de> for SpecVisitor {
     }
 
     fn visit_map<A: MapAccess<'de>>(self, mut m: A) -> Result<SourceSpec, A::Error> {
-        let (mut path, mut split, mut fraction) = (None, None, None);
+        let (mut path, mut config, mut split, mut fraction) = (None, None, None, None);
         while let Some(k) = m.next_key::<String>()? {
             match k.as_str() {
                 "path" => path = Some(m.next_value::<String>()?),
+                "config" => config = Some(m.next_value::<String>()?),
                 "split" => split = Some(m.next_value::<String>()?),
                 "fraction" => fraction = Some(m.next_value::<f64>()?),
                 other => return Err(de::Error::unknown_field(other, ENTRY_FIELDS)),
@@ -119,6 +129,7 @@ impl<'de> Visitor<'de> for SpecVisitor {
         }
         Ok(SourceSpec {
             path: path.ok_or_else(|| de::Error::missing_field("path"))?,
+            config,
             split,
             fraction,
         })
@@ -138,6 +149,9 @@ impl Serialize for SourceSpec {
         }
         let mut m = s.serialize_map(None)?;
         m.serialize_entry("path", &self.path)?;
+        if let Some(x) = &self.config {
+            m.serialize_entry("config", x)?;
+        }
         if let Some(x) = &self.split {
             m.serialize_entry("split", x)?;
         }
@@ -154,7 +168,7 @@ impl<'de> Visitor<'de> for SourcesVisitor {
     type Value = Sources;
 
     fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
-        f.write_str("a path, a list of paths, or a list of {path, split, fraction} entries")
+        f.write_str("a path, a list of paths, or a list of {path, config, split, fraction} entries")
     }
 
     fn visit_str<E: de::Error>(self, s: &str) -> Result<Sources, E> {
@@ -214,6 +228,8 @@ mod tests {
             ("/d/train_prefs/0000.parquet", "train", false),
             ("/d/training.jsonl", "train", false),
             ("/d/default/test/0000.parquet", "test", true),
+            ("/d/default/hh-rlhf-test.parquet", "test", true),
+            ("/d/default/hh-rlhf-test.parquet", "train", false),
         ] {
             assert_eq!(
                 in_split(root, Path::new(file), split),

@@ -233,3 +233,146 @@ fn route(req: &Request, base: &str, behaviour: &Behaviour, st: &mut State) -> (u
         ),
     }
 }
+
+/// A loopback stand-in for the Hub's download side, enough for hf-hub 0.4: a data set's file
+/// list (`/api/datasets/OWNER/NAME/revision/REV`) and its files
+/// (`/datasets/OWNER/NAME/resolve/REV/PATH`, with the `Range`, `ETag` and `X-Repo-Commit` the
+/// client reads). Revisions in URLs come `%2F`-escaped (`refs%2Fconvert%2Fparquet`). Every
+/// request's path is recorded.
+pub struct DataHub {
+    pub base: String,
+    requests: Arc<Mutex<Vec<String>>>,
+}
+
+/// One revision of a data set repo: its files.
+pub struct DataRev {
+    pub repo: String,
+    pub revision: String,
+    pub files: Vec<(String, Vec<u8>)>,
+}
+
+impl DataHub {
+    pub fn start(revs: Vec<DataRev>) -> Self {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let base = format!("http://{}", listener.local_addr().unwrap());
+        let requests = Arc::new(Mutex::new(Vec::new()));
+        let log = requests.clone();
+        let revs = Arc::new(revs);
+        std::thread::spawn(move || {
+            for stream in listener.incoming() {
+                let Ok(stream) = stream else { continue };
+                serve_data(stream, &revs, &log);
+            }
+        });
+        Self { base, requests }
+    }
+
+    pub fn requests(&self) -> Vec<String> {
+        self.requests.lock().unwrap().clone()
+    }
+}
+
+fn serve_data(stream: TcpStream, revs: &[DataRev], log: &Mutex<Vec<String>>) {
+    let mut reader = BufReader::new(stream.try_clone().unwrap());
+    let mut line = String::new();
+    if reader.read_line(&mut line).unwrap_or(0) == 0 {
+        return;
+    }
+    let path = line
+        .split_whitespace()
+        .nth(1)
+        .unwrap_or_default()
+        .to_string();
+    let mut range = None;
+    loop {
+        let mut h = String::new();
+        if reader.read_line(&mut h).unwrap_or(0) == 0 {
+            break;
+        }
+        let h = h.trim_end();
+        if h.is_empty() {
+            break;
+        }
+        if let Some((k, v)) = h.split_once(':') {
+            if k.trim().eq_ignore_ascii_case("range") {
+                range = v.trim().strip_prefix("bytes=").map(str::to_string);
+            }
+        }
+    }
+    log.lock().unwrap().push(path.clone());
+    let decode = |s: &str| s.replace("%2F", "/");
+    let commit =
+        |r: &DataRev| sha256_hex(format!("{}@{}", r.repo, r.revision).as_bytes())[..40].to_string();
+    let mut stream = stream;
+    let mut reply = |status: u16, headers: Vec<(String, String)>, body: Vec<u8>| {
+        let mut head = format!(
+            "HTTP/1.1 {status} X\r\nContent-Length: {}\r\nConnection: close\r\n",
+            body.len()
+        );
+        for (k, v) in headers {
+            head.push_str(&format!("{k}: {v}\r\n"));
+        }
+        head.push_str("\r\n");
+        let _ = stream.write_all(head.as_bytes());
+        let _ = stream.write_all(&body);
+    };
+    let not_found = json!({"error": "Repository Not Found"})
+        .to_string()
+        .into_bytes();
+    if let Some(rest) = path.strip_prefix("/api/datasets/") {
+        // OWNER/NAME/revision/REV
+        let parts: Vec<&str> = rest.splitn(4, '/').collect();
+        if let [owner, name, "revision", rev] = parts.as_slice() {
+            let repo = format!("{owner}/{name}");
+            let rev = decode(rev);
+            if let Some(r) = revs.iter().find(|r| r.repo == repo && r.revision == rev) {
+                let siblings: Vec<Value> = r
+                    .files
+                    .iter()
+                    .map(|(p, _)| json!({"rfilename": p}))
+                    .collect();
+                let body = json!({"sha": commit(r), "siblings": siblings}).to_string();
+                return reply(
+                    200,
+                    vec![("Content-Type".into(), "application/json".into())],
+                    body.into_bytes(),
+                );
+            }
+        }
+        return reply(404, vec![], not_found);
+    }
+    if let Some(rest) = path.strip_prefix("/datasets/") {
+        // OWNER/NAME/resolve/REV/PATH, REV escaped
+        let parts: Vec<&str> = rest.splitn(5, '/').collect();
+        if let [owner, name, "resolve", rev, file] = parts.as_slice() {
+            let (repo, rev) = (format!("{owner}/{name}"), decode(rev));
+            let found = revs
+                .iter()
+                .find(|r| r.repo == repo && r.revision == rev)
+                .and_then(|r| r.files.iter().find(|(p, _)| p == file).map(|(_, b)| (r, b)));
+            if let Some((r, bytes)) = found {
+                let size = bytes.len();
+                let (a, b) = match &range {
+                    Some(spec) => {
+                        let (a, b) = spec.split_once('-').unwrap_or((spec, ""));
+                        let a: usize = a.parse().unwrap_or(0);
+                        let b: usize = b.parse().unwrap_or(size.saturating_sub(1));
+                        (a.min(size), (b + 1).min(size))
+                    }
+                    None => (0, size),
+                };
+                let headers = vec![
+                    ("X-Repo-Commit".into(), commit(r)),
+                    ("ETag".into(), format!("\"{}\"", sha256_hex(bytes))),
+                    (
+                        "Content-Range".into(),
+                        format!("bytes {a}-{}/{size}", b.saturating_sub(1)),
+                    ),
+                ];
+                let status = if range.is_some() { 206 } else { 200 };
+                return reply(status, headers, bytes[a..b].to_vec());
+            }
+        }
+    }
+    reply(404, vec![], not_found)
+}
