@@ -149,6 +149,9 @@ pub struct SynthArgs {
     pub n_kv_head: Option<usize>,
     #[arg(long)]
     pub head_dim: Option<usize>,
+    /// A Jinja file written as the model's `tokenizer.chat_template` (a real model's template).
+    #[arg(long)]
+    pub chat_template: Option<PathBuf>,
 }
 
 #[derive(Debug, Args)]
@@ -203,6 +206,20 @@ pub struct ScoreArgs {
     /// The records' layout (auto: told from the first record).
     #[arg(long, value_enum, default_value_t = crate::data::Format::Auto)]
     pub format: crate::data::Format,
+    /// Replace the model's chat template: chatml, llama3, gemma, or a Jinja file.
+    #[arg(long)]
+    pub chat_template: Option<String>,
+    /// Variables for the chat template, as a JSON object: '{"enable_thinking": false}'.
+    #[arg(long, value_parser = parse_kwargs)]
+    pub template_kwargs: Option<serde_json::Map<String, serde_json::Value>>,
+}
+
+fn parse_kwargs(s: &str) -> Result<serde_json::Map<String, serde_json::Value>, String> {
+    match serde_json::from_str(s) {
+        Ok(serde_json::Value::Object(m)) => Ok(m),
+        Ok(_) => Err("expected a JSON object, e.g. '{\"enable_thinking\": false}'".into()),
+        Err(e) => Err(format!("not JSON: {e}")),
+    }
 }
 
 #[derive(Debug, Args)]

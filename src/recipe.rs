@@ -61,6 +61,14 @@ pub struct DataSection {
     /// The fields of a data set with its own names (`format: columns`).
     #[serde(default)]
     pub columns: Option<Columns>,
+    /// Replace the model's chat template: a built-in (`chatml`, `llama3`, `gemma`) or a Jinja
+    /// file; for base models that have none, or to train with another.
+    #[serde(default)]
+    pub chat_template: Option<String>,
+    /// Variables passed to the chat template, as `apply_chat_template(**kwargs)`:
+    /// `{enable_thinking: false}` for Qwen3.
+    #[serde(default)]
+    pub template_kwargs: serde_json::Map<String, serde_json::Value>,
     /// Held out from `train` when `eval` is not given (0 = no evaluation).
     #[serde(default)]
     pub eval_fraction: f64,
@@ -489,6 +497,11 @@ impl Recipe {
             spec.expand_home();
         }
         self.lora.init_from = self.lora.init_from.as_deref().map(home);
+        if let Some(t) = &self.data.chat_template {
+            if t.starts_with("~/") {
+                self.data.chat_template = Some(home(Path::new(t)).to_string_lossy().into_owned());
+            }
+        }
         self.reference.cache_dir = self.reference.cache_dir.as_deref().map(home);
         self.output.dir = home(&self.output.dir);
     }

@@ -528,3 +528,86 @@ fn hub_data_sets_are_fetched_with_the_parquet_fallback_and_the_cache() {
     );
     std::env::remove_var("HF_ENDPOINT");
 }
+
+/// Qwen3's own chat template (tests/data) in a tiny Qwen3 GGUF: `template_kwargs`
+/// (`enable_thinking` unset, true, false) render exactly as transformers renders them, and
+/// `score --template-kwargs` trains on what they render.
+#[test]
+fn qwen3_thinking_on_and_off_render_as_transformers() {
+    use dpo_lora::gguf::GgufFile;
+    use dpo_lora::synth::SynthSpec;
+    use dpo_lora::tokenizer::{Message, Tokenizer};
+    let dir = tempfile::tempdir().unwrap();
+    let template =
+        std::fs::read_to_string(repo().join("tests/data/qwen3-0.6b-chat-template.jinja")).unwrap();
+    let mut spec = SynthSpec::tiny(SynthArch::Qwen3);
+    spec.chat_template = Some(template);
+    let model = dir.path().join("tiny-qwen3-real-template.gguf");
+    spec.write(&model).unwrap();
+    let f = GgufFile::open(&model).unwrap();
+    let fx = read_json(repo().join("tests/data/qwen3-renders.json"));
+    let cases = fx["cases"].as_array().unwrap();
+    assert_eq!(cases.len(), 12);
+    for c in cases {
+        let mut tok = Tokenizer::from_gguf(&f).unwrap();
+        tok.set_chat_template(None, c["kwargs"].as_object().unwrap())
+            .unwrap();
+        let msgs: Vec<Message> = c["messages"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|m| Message::new(m["role"].as_str().unwrap(), m["content"].as_str().unwrap()))
+            .collect();
+        let gen = c["add_generation_prompt"].as_bool().unwrap();
+        let got = tok.chat_template().unwrap().render(&msgs, gen).unwrap();
+        assert_eq!(got, c["text"].as_str().unwrap(), "{}", c["kwargs"]);
+    }
+    // end to end: thinking off puts the empty think block in the prompt, not the completion
+    let rows = base_rows(3);
+    let data = write_jsonl(&dir.path().join("d.jsonl"), &rows);
+    let run = |extra: &[&str]| {
+        let o = bin()
+            .args(["score", "--model"])
+            .arg(&model)
+            .arg("--data")
+            .arg(&data)
+            .args(extra)
+            .output()
+            .unwrap();
+        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+        String::from_utf8_lossy(&o.stdout).to_string()
+    };
+    let (on, off) = (
+        run(&[]),
+        run(&["--template-kwargs", r#"{"enable_thinking": false}"#]),
+    );
+    assert_ne!(on, off);
+    assert_eq!(
+        on,
+        run(&["--template-kwargs", r#"{"enable_thinking": true}"#])
+    );
+}
+
+/// A built-in template renders as the model's own where they are the same format.
+#[test]
+fn builtin_templates_replace_the_models() {
+    let dir = tempfile::tempdir().unwrap();
+    let rows = base_rows(3);
+    let data = write_jsonl(&dir.path().join("d.jsonl"), &rows);
+    for (arch, name) in [(SynthArch::Qwen2, "chatml"), (SynthArch::Gemma3, "gemma")] {
+        let model = synth_model(dir.path(), arch);
+        let own = score(&model, None, &data);
+        let builtin = common::score_with(&model, None, &data, &["--chat-template", name]);
+        assert_eq!(own, builtin, "{name}");
+    }
+    let model = synth_model(dir.path(), SynthArch::Qwen2);
+    let o = bin()
+        .args(["score", "--model"])
+        .arg(&model)
+        .args(["--data"])
+        .arg(&data)
+        .args(["--chat-template", "no-such-template"])
+        .output()
+        .unwrap();
+    assert_user_error(&o, &["no-such-template", "chatml, llama3, gemma"]);
+}

@@ -44,6 +44,12 @@ pub fn run(a: SynthArgs) -> Result<()> {
             *size = v;
         }
     }
+    if let Some(t) = &a.chat_template {
+        spec.chat_template =
+            Some(std::fs::read_to_string(t).map_err(|e| {
+                anyhow::anyhow!("--chat-template {}: cannot read: {e}", t.display())
+            })?);
+    }
     if let Some(dir) = a.out.parent().filter(|d| !d.as_os_str().is_empty()) {
         std::fs::create_dir_all(dir)
             .map_err(|e| anyhow::anyhow!("{}: cannot create: {e}", dir.display()))?;

@@ -104,6 +104,8 @@ pub struct SynthSpec {
     pub sliding_window: usize,
     /// Gemma 3 only: layer `i` is global iff `(i + 1) % gemma3_global_every == 0`.
     pub gemma3_global_every: usize,
+    /// `tokenizer.chat_template` in place of the vocabulary's own (a model's real template).
+    pub chat_template: Option<String>,
 }
 
 /// An error building a synthetic model; the message names what to change.
@@ -168,6 +170,7 @@ impl SynthSpec {
             } else {
                 GEMMA3_DEFAULT_GLOBAL_EVERY
             },
+            chat_template: None,
         }
     }
 
@@ -313,7 +316,12 @@ impl SynthSpec {
             u32v(file_type(self.weight_type)),
         ));
         md.push(("general.quantization_version".into(), Value::U32(2)));
-        md.extend(self.vocab().metadata);
+        let mut tokenizer = self.vocab().metadata;
+        if let Some(t) = &self.chat_template {
+            tokenizer.retain(|(k, _)| k != "tokenizer.chat_template");
+            tokenizer.push(("tokenizer.chat_template".into(), string(t.as_str())));
+        }
+        md.extend(tokenizer);
         md
     }
 

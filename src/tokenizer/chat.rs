@@ -33,12 +33,46 @@ impl Message {
 
 const NAME: &str = "chat_template";
 
-/// A compiled chat template with the token texts it may refer to.
+/// A compiled chat template with the token texts it may refer to, and the extra variables
+/// (`data.template_kwargs`, e.g. `enable_thinking`) passed to every render, as
+/// `apply_chat_template(**kwargs)` does.
 pub struct ChatTemplate {
     env: Environment<'static>,
     source: String,
     bos_token: String,
     eos_token: String,
+    kwargs: Vec<(String, Value)>,
+}
+
+/// Templates for models that come without one (or to replace theirs), by `data.chat_template`
+/// name. Written for dpo-lora after each format's published turn layout.
+pub const BUILTIN_TEMPLATES: &[(&str, &str)] = &[
+    (
+        "chatml",
+        "{% for message in messages %}{{ '<|im_start|>' + message['role'] + '\n' + message['content'] + '<|im_end|>\n' }}{% endfor %}{% if add_generation_prompt %}{{ '<|im_start|>assistant\n' }}{% endif %}",
+    ),
+    (
+        "llama3",
+        "{{ bos_token }}{% for message in messages %}{{ '<|start_header_id|>' + message['role'] + '<|end_header_id|>\n\n' + message['content'] | trim + '<|eot_id|>' }}{% endfor %}{% if add_generation_prompt %}{{ '<|start_header_id|>assistant<|end_header_id|>\n\n' }}{% endif %}",
+    ),
+    (
+        "gemma",
+        "{{ bos_token }}{% set ns = namespace(system='') %}{% for message in messages %}{% if message['role'] == 'system' %}{% set ns.system = message['content'] | trim + '\n\n' %}{% else %}{% set role = 'model' if message['role'] == 'assistant' else message['role'] %}{{ '<start_of_turn>' + role + '\n' + ns.system + message['content'] | trim + '<end_of_turn>\n' }}{% set ns.system = '' %}{% endif %}{% endfor %}{% if add_generation_prompt %}{{ '<start_of_turn>model\n' }}{% endif %}",
+    ),
+];
+
+/// The text of `data.chat_template`: a built-in's name, or a Jinja file.
+pub fn template_source(spec: &str) -> Result<String, String> {
+    if let Some((_, src)) = BUILTIN_TEMPLATES.iter().find(|(n, _)| *n == spec) {
+        return Ok(src.to_string());
+    }
+    std::fs::read_to_string(spec).map_err(|e| {
+        let names: Vec<&str> = BUILTIN_TEMPLATES.iter().map(|(n, _)| *n).collect();
+        format!(
+            "{spec}: not a built-in template ({}) and not a readable Jinja file ({e})",
+            names.join(", ")
+        )
+    })
 }
 
 impl std::fmt::Debug for ChatTemplate {
@@ -71,7 +105,43 @@ impl ChatTemplate {
             source: source.to_string(),
             bos_token: bos_token.to_string(),
             eos_token: eos_token.to_string(),
+            kwargs: Vec::new(),
         })
+    }
+
+    /// The same template with `kwargs` passed to every render; a name the template already
+    /// gets (`messages`, `add_generation_prompt`, `bos_token`, `eos_token`) is refused.
+    pub fn with_kwargs(
+        source: &str,
+        bos_token: &str,
+        eos_token: &str,
+        kwargs: &serde_json::Map<String, serde_json::Value>,
+    ) -> Result<Self, TokenizerError> {
+        let mut t = Self::new(source, bos_token, eos_token)?;
+        for (k, v) in kwargs {
+            if [
+                "messages",
+                "add_generation_prompt",
+                "bos_token",
+                "eos_token",
+            ]
+            .contains(&k.as_str())
+            {
+                return Err(TokenizerError::Template {
+                    reason: format!("template_kwargs may not set `{k}`: dpo-lora passes it"),
+                });
+            }
+            t.kwargs.push((k.clone(), json_value(v)));
+        }
+        Ok(t)
+    }
+
+    pub fn bos_token(&self) -> &str {
+        &self.bos_token
+    }
+
+    pub fn eos_token(&self) -> &str {
+        &self.eos_token
     }
 
     /// The template text as stored in the GGUF.
@@ -87,15 +157,42 @@ impl ChatTemplate {
         add_generation_prompt: bool,
     ) -> Result<String, TokenizerError> {
         let tmpl = self.env.get_template(NAME).map_err(template_err)?;
+        let extra = Value::from(
+            self.kwargs
+                .iter()
+                .cloned()
+                .collect::<std::collections::BTreeMap<String, Value>>(),
+        );
         tmpl.render(context! {
             messages => messages_value(messages),
             add_generation_prompt => add_generation_prompt,
             bos_token => self.bos_token.as_str(),
             eos_token => self.eos_token.as_str(),
+            ..extra
         })
         .map_err(|e| TokenizerError::Template {
             reason: error_chain(&e),
         })
+    }
+}
+
+/// A JSON value (from a recipe's `template_kwargs`) as a jinja value.
+fn json_value(v: &serde_json::Value) -> Value {
+    match v {
+        serde_json::Value::Null => Value::from(()),
+        serde_json::Value::Bool(b) => Value::from(*b),
+        serde_json::Value::Number(n) => match (n.as_i64(), n.as_f64()) {
+            (Some(i), _) => Value::from(i),
+            (None, Some(f)) => Value::from(f),
+            _ => Value::from(n.to_string()),
+        },
+        serde_json::Value::String(s) => Value::from(s.as_str()),
+        serde_json::Value::Array(a) => a.iter().map(json_value).collect::<Vec<_>>().into(),
+        serde_json::Value::Object(o) => Value::from(
+            o.iter()
+                .map(|(k, v)| (k.clone(), json_value(v)))
+                .collect::<std::collections::BTreeMap<String, Value>>(),
+        ),
     }
 }
 

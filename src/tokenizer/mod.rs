@@ -26,7 +26,7 @@ mod vocab;
 
 use std::path::PathBuf;
 
-pub use chat::{ChatTemplate, Message};
+pub use chat::{ChatTemplate, Message, BUILTIN_TEMPLATES};
 pub use pretokenize::PreTokenizer;
 
 use special::{Fragment, Specials};
@@ -314,6 +314,31 @@ impl Tokenizer {
 
     pub fn chat_template(&self) -> Option<&ChatTemplate> {
         self.chat_template.as_ref()
+    }
+
+    /// `data.chat_template` / `data.template_kwargs`: replace the model's template (a built-in
+    /// name or a Jinja file; `None` keeps the model's) and pass `kwargs` to every render.
+    /// `Err` is the message.
+    pub fn set_chat_template(
+        &mut self,
+        spec: Option<&str>,
+        kwargs: &serde_json::Map<String, serde_json::Value>,
+    ) -> Result<(), String> {
+        let text_of =
+            |id: Option<u32>| id.map_or(String::new(), |i| self.vocab.tokens[i as usize].clone());
+        let (bos, eos) = (text_of(self.bos), text_of(self.eos));
+        let source = match spec {
+            Some(s) => chat::template_source(s)?,
+            None => match &self.chat_template {
+                Some(t) => t.source().to_string(),
+                None if kwargs.is_empty() => return Ok(()),
+                None => return Err("template_kwargs are given but the model has no chat template; name one with data.chat_template (chatml, llama3, gemma, or a Jinja file)".into()),
+            },
+        };
+        let t =
+            ChatTemplate::with_kwargs(&source, &bos, &eos, kwargs).map_err(|e| e.to_string())?;
+        self.chat_template = Some(t);
+        Ok(())
     }
 
     /// End of generation: EOS, EOT, EOM and the end-of-turn texts llama.cpp recognises

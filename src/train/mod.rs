@@ -248,6 +248,13 @@ pub fn run(recipe: &Recipe, opts: &Options) -> Result<Outcome> {
     loaded
         .model
         .set_checkpointing(recipe.train.gradient_checkpointing);
+    loaded
+        .tok
+        .set_chat_template(
+            recipe.data.chat_template.as_deref(),
+            &recipe.data.template_kwargs,
+        )
+        .map_err(|e| anyhow::anyhow!("data.chat_template: {e}"))?;
     let limits = Limits::from_recipe(&recipe.data, &loaded.tok);
     let mut data_files = Vec::new();
     let mut load = |key: &str, sources: &Sources| -> Result<PairSet> {
