@@ -25,6 +25,7 @@ pub mod cli;
 pub mod cmd;
 pub mod data;
 pub mod device;
+pub mod digest;
 pub mod export;
 pub mod gguf;
 pub mod loss;

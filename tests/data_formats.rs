@@ -611,3 +611,53 @@ fn builtin_templates_replace_the_models() {
         .unwrap();
     assert_user_error(&o, &["no-such-template", "chatml, llama3, gemma"]);
 }
+
+/// A resumed run reads its pairs from the run's token cache (no tokenization); a changed data
+/// file misses it. (That a resume trains exactly as the uninterrupted run is
+/// `train resume_after_k_steps_equals_the_uninterrupted_run_bit_for_bit`, which now runs through
+/// the cache too.)
+#[test]
+fn a_resume_reads_the_token_cache_and_a_changed_file_misses_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let model = synth_model(dir.path(), SynthArch::Llama);
+    let train = dir.path().join("train.jsonl");
+    std::fs::copy(repo().join("recipes/data/tiny-train.jsonl"), &train).unwrap();
+    let out = dir.path().join("out");
+    let go = |extra: &[&str]| -> String {
+        let mut c = bin();
+        c.arg("run")
+            .arg(repo().join("recipes/tiny.yaml"))
+            .arg("--quiet");
+        for s in tiny_run_sets(&model, &out) {
+            c.args(["--set", &s]);
+        }
+        c.args(["--set", &format!("data.train={}", train.display())]);
+        c.args(extra);
+        let o = c.output().unwrap();
+        let e = String::from_utf8_lossy(&o.stderr).to_string();
+        assert!(o.status.success(), "{e}");
+        e
+    };
+    let first = go(&[]);
+    assert!(!first.contains("tokenized before"), "{first}");
+    assert_eq!(
+        std::fs::read_dir(out.join("tokens")).unwrap().count(),
+        2,
+        "train and eval"
+    );
+    let resumed = go(&["--resume", "--set", "train.max_steps=13"]);
+    assert_eq!(resumed.matches("tokenized before").count(), 2, "{resumed}");
+    // one more pair in the file: a new key, tokenized again
+    let mut text = std::fs::read_to_string(&train).unwrap();
+    let first_line = text.lines().next().unwrap().to_string();
+    text.push_str(&first_line);
+    text.push('\n');
+    std::fs::write(&train, text).unwrap();
+    let again = go(&["--resume", "--set", "train.max_steps=14"]);
+    assert_eq!(
+        again.matches("tokenized before").count(),
+        1,
+        "only eval hits: {again}"
+    );
+    assert!(again.contains("13 records"), "{again}");
+}

@@ -93,6 +93,85 @@ impl Limits {
     }
 }
 
+/// One record's token ids before truncation (what the token cache keeps).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Encoded {
+    pub index: usize,
+    pub chosen: EncodedSide,
+    pub rejected: EncodedSide,
+}
+
+/// Tokenize one record (TRL's contract, `encode`); an empty prompt without BOS is refused.
+pub fn encode_record(tok: &Tokenizer, r: &PreferenceRecord) -> Result<Encoded, BatchError> {
+    let p = encode_pair(tok, r).map_err(|e| BatchError::Record {
+        at: r.at.clone(),
+        msg: e.to_string(),
+    })?;
+    if p.prompt_ids.is_empty() {
+        return Err(BatchError::Record {
+            at: r.at.clone(),
+            msg: "the prompt is empty and the model adds no BOS token, so the first completion token has no context; give a non-empty prompt".into(),
+        });
+    }
+    Ok(Encoded {
+        index: r.index,
+        chosen: p.chosen,
+        rejected: p.rejected,
+    })
+}
+
+/// Builds a [`PairSet`] one encoded record at a time, truncating each as it comes, so only the
+/// kept tokens stay in memory.
+pub struct PairSetBuilder<'a> {
+    limits: &'a Limits,
+    set: PairSet,
+    seen: usize,
+}
+
+impl<'a> PairSetBuilder<'a> {
+    pub fn new(limits: &'a Limits) -> Self {
+        Self {
+            limits,
+            set: PairSet {
+                pairs: Vec::new(),
+                dropped: 0,
+                truncated: 0,
+            },
+            seen: 0,
+        }
+    }
+
+    pub fn push(&mut self, e: &Encoded) {
+        self.seen += 1;
+        match (self.limits.apply(&e.chosen), self.limits.apply(&e.rejected)) {
+            (Some(c), Some(rj)) => {
+                if c != e.chosen || rj != e.rejected {
+                    self.set.truncated += 1;
+                }
+                self.set.pairs.push(TrainPair {
+                    index: e.index,
+                    chosen: c,
+                    rejected: rj,
+                });
+            }
+            _ => self.set.dropped += 1,
+        }
+    }
+
+    /// The set, or an error naming `what` when truncation left no pair.
+    pub fn finish(mut self, what: &str) -> Result<PairSet, BatchError> {
+        if self.set.pairs.is_empty() {
+            return Err(BatchError::AllDropped {
+                what: what.to_string(),
+                n: self.seen,
+                max_length: self.limits.max_length,
+            });
+        }
+        self.set.pairs.shrink_to_fit();
+        Ok(self.set)
+    }
+}
+
 /// Encode and truncate `records` (read from `what`, for messages).
 pub fn load_pairs(
     records: &[PreferenceRecord],
@@ -100,45 +179,11 @@ pub fn load_pairs(
     tok: &Tokenizer,
     limits: &Limits,
 ) -> Result<PairSet, BatchError> {
-    let mut pairs = Vec::with_capacity(records.len());
-    let (mut dropped, mut truncated) = (0, 0);
+    let mut b = PairSetBuilder::new(limits);
     for r in records {
-        let p = encode_pair(tok, r).map_err(|e| BatchError::Record {
-            at: r.at.clone(),
-            msg: e.to_string(),
-        })?;
-        if p.prompt_ids.is_empty() {
-            return Err(BatchError::Record {
-                at: r.at.clone(),
-                msg: "the prompt is empty and the model adds no BOS token, so the first completion token has no context; give a non-empty prompt".into(),
-            });
-        }
-        match (limits.apply(&p.chosen), limits.apply(&p.rejected)) {
-            (Some(c), Some(rj)) => {
-                if c != p.chosen || rj != p.rejected {
-                    truncated += 1;
-                }
-                pairs.push(TrainPair {
-                    index: r.index,
-                    chosen: c,
-                    rejected: rj,
-                });
-            }
-            _ => dropped += 1,
-        }
+        b.push(&encode_record(tok, r)?);
     }
-    if pairs.is_empty() {
-        return Err(BatchError::AllDropped {
-            what: what.to_string(),
-            n: records.len(),
-            max_length: limits.max_length,
-        });
-    }
-    Ok(PairSet {
-        pairs,
-        dropped,
-        truncated,
-    })
+    b.finish(what)
 }
 
 /// Split off `fraction` of `set` as a held-out set, chosen by `seed` (deterministic).

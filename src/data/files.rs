@@ -144,12 +144,47 @@ fn walk(dir: &Path, out: &mut Vec<PathBuf>) -> std::io::Result<()> {
     Ok(())
 }
 
+/// How many rows `path` holds (Parquet: from its footer; JSONL: non-blank lines; JSON: items),
+/// before any is read as a record: for a progress bar and a fraction's sample.
+pub fn count_rows(path: &Path) -> Result<usize, DataError> {
+    let read_err = |err| DataError::Read {
+        path: path.to_path_buf(),
+        err,
+    };
+    match FileKind::of(path) {
+        Some(FileKind::Parquet) => super::parquet::count_rows(path),
+        Some(kind @ (FileKind::Jsonl | FileKind::JsonlGz)) => {
+            let raw = File::open(path).map_err(read_err)?;
+            let reader: Box<dyn Read> = if kind == FileKind::JsonlGz {
+                Box::new(flate2::read::MultiGzDecoder::new(raw))
+            } else {
+                Box::new(raw)
+            };
+            let mut n = 0;
+            for line in BufReader::new(reader).lines() {
+                if !line.map_err(read_err)?.trim().is_empty() {
+                    n += 1;
+                }
+            }
+            Ok(n)
+        }
+        _ => {
+            let mut n = 0;
+            for_each_row(path, |_, _| {
+                n += 1;
+                Ok(())
+            })?;
+            Ok(n)
+        }
+    }
+}
+
 /// Call `f` with every row of `path` in order (blank JSONL lines skipped), stopping at the
 /// first error.
-pub fn for_each_row(
+pub fn for_each_row<E: From<DataError>>(
     path: &Path,
-    mut f: impl FnMut(Value, Origin) -> Result<(), DataError>,
-) -> Result<(), DataError> {
+    mut f: impl FnMut(Value, Origin) -> Result<(), E>,
+) -> Result<(), E> {
     let file: Arc<Path> = Arc::from(path);
     let at = |pos| Origin {
         file: file.clone(),
@@ -203,7 +238,8 @@ pub fn for_each_row(
                     return Err(DataError::Source {
                         what: path.display().to_string(),
                         msg: "a .json data file must be a list of records, or an object whose \"data\" is that list (one record per line: name it .jsonl)".into(),
-                    })
+                    }
+                    .into())
                 }
             };
             for (i, v) in items.into_iter().enumerate() {

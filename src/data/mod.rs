@@ -12,8 +12,10 @@ pub mod encode;
 pub mod files;
 pub mod hub;
 pub mod layout;
+pub mod load;
 pub mod parquet;
 pub mod sources;
+pub mod tokcache;
 
 use std::path::{Path, PathBuf};
 
@@ -63,43 +65,82 @@ pub struct ReadSpec<'a> {
     pub seed: u64,
 }
 
-/// The records of one source, and what the log says about them.
-#[derive(Debug, Clone)]
-pub struct SourceRecords {
+/// What was read from one source, for the log and the caches.
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+pub struct SourceSummary {
     /// The source as the recipe wrote it.
     pub source: String,
-    pub records: Vec<PreferenceRecord>,
-    /// The files read, in order (what the reference cache key hashes).
+    /// The files read, in order (what the caches' keys hash).
     pub files: Vec<PathBuf>,
     /// `trl (conversations, implicit prompt)`.
     pub layout: String,
+    /// Records kept (after a fraction).
+    pub records: usize,
 }
 
-/// Every source of `sources` in order, each read with one layout; records are numbered across
-/// all of them.
-pub fn read_sources(sources: &Sources, how: &ReadSpec) -> Result<Vec<SourceRecords>, DataError> {
-    let mut out: Vec<SourceRecords> = Vec::new();
-    let mut next = 0;
-    for (k, spec) in sources.0.iter().enumerate() {
-        let mut src = read_source(spec, how, k as u64)?;
-        for r in &mut src.records {
-            r.index = next;
-            next += 1;
+/// Every record of `sources` in order, one at a time, numbered across all of them: each source
+/// read with one layout, every row validated (also those a fraction leaves out), and nothing
+/// kept here, so what `f` keeps is all that stays in memory. `total` is called first with the
+/// number of rows about to be read (for a progress bar).
+pub fn for_each_record<E: From<DataError>>(
+    sources: &Sources,
+    how: &ReadSpec,
+    total: impl FnOnce(usize),
+    mut f: impl FnMut(PreferenceRecord) -> Result<(), E>,
+) -> Result<Vec<SourceSummary>, E> {
+    let mut plans = Vec::new();
+    for spec in &sources.0 {
+        plans.push(plan(spec)?);
+    }
+    let mut rows = 0;
+    for (_, files) in &plans {
+        for file in files {
+            rows += files::count_rows(file)?;
         }
-        out.push(src);
+    }
+    total(rows);
+    let mut out = Vec::new();
+    let mut next = 0;
+    for (k, (spec, files)) in plans.into_iter().enumerate() {
+        out.push(read_source(spec, files, how, k as u64, &mut next, &mut f)?);
     }
     Ok(out)
 }
 
-/// All records of `sources`, one list.
-pub fn read_all(sources: &Sources, how: &ReadSpec) -> Result<Vec<PreferenceRecord>, DataError> {
-    Ok(read_sources(sources, how)?
-        .into_iter()
-        .flat_map(|s| s.records)
-        .collect())
+/// Every record of `sources`, collected, with what was read from each.
+pub fn read_sources(
+    sources: &Sources,
+    how: &ReadSpec,
+) -> Result<(Vec<PreferenceRecord>, Vec<SourceSummary>), DataError> {
+    let mut records = Vec::new();
+    let summary = for_each_record(
+        sources,
+        how,
+        |_| {},
+        |r| {
+            records.push(r);
+            Ok::<(), DataError>(())
+        },
+    )?;
+    Ok((records, summary))
 }
 
-fn read_source(spec: &SourceSpec, how: &ReadSpec, k: u64) -> Result<SourceRecords, DataError> {
+/// All records of `sources`, one list.
+pub fn read_all(sources: &Sources, how: &ReadSpec) -> Result<Vec<PreferenceRecord>, DataError> {
+    Ok(read_sources(sources, how)?.0)
+}
+
+/// The files `sources` stand for, in reading order (fetched for a Hub data set).
+pub fn files_of(sources: &Sources) -> Result<Vec<PathBuf>, DataError> {
+    let mut out = Vec::new();
+    for spec in &sources.0 {
+        out.extend(plan(spec)?.1);
+    }
+    Ok(out)
+}
+
+/// A source's files (fetched for a Hub data set), narrowed to its split.
+fn plan(spec: &SourceSpec) -> Result<(&SourceSpec, Vec<PathBuf>), DataError> {
     let root = Path::new(&spec.path);
     let hub = hub::HubDataset::parse(&spec.path).transpose()?;
     if hub.is_none() && spec.config.is_some() {
@@ -123,49 +164,81 @@ fn read_source(spec: &SourceSpec, how: &ReadSpec, k: u64) -> Result<SourceRecord
             });
         }
     }
+    Ok((spec, files))
+}
+
+fn read_source<E: From<DataError>>(
+    spec: &SourceSpec,
+    files: Vec<PathBuf>,
+    how: &ReadSpec,
+    k: u64,
+    next: &mut usize,
+    f: &mut impl FnMut(PreferenceRecord) -> Result<(), E>,
+) -> Result<SourceSummary, E> {
+    // A fraction keeps a fixed sample of the source's rows, chosen before they are read.
+    let keep: Option<Vec<bool>> = match spec.fraction {
+        Some(x) => {
+            let mut n = 0;
+            for file in &files {
+                n += files::count_rows(file)?;
+            }
+            let take = ((n as f64 * x).ceil() as usize).clamp(1, n.max(1));
+            let mut keep = vec![false; n];
+            for i in SplitMix64::keyed(&[how.seed, 0xf4ac, k])
+                .permutation(n)
+                .into_iter()
+                .take(take)
+            {
+                keep[i] = true;
+            }
+            Some(keep)
+        }
+        None => None,
+    };
     let mut layout: Option<Layout> = None;
-    let mut records = Vec::new();
-    let mut implicit = false;
-    for f in &files {
-        files::for_each_row(f, |row, at| {
+    let (mut row, mut kept) = (0usize, 0usize);
+    let mut described = None;
+    for file in &files {
+        files::for_each_row(file, |value, at| {
             let lay = match &layout {
                 Some(l) => l,
-                None => layout.insert(Layout::resolve(how.format, how.columns, &row).map_err(
+                None => layout.insert(Layout::resolve(how.format, how.columns, &value).map_err(
                     |msg| DataError::At {
                         at: at.clone(),
                         msg,
                     },
                 )?),
             };
-            let (rec, imp) = lay
-                .record(&row, at.clone(), records.len())
+            let (rec, implicit) = lay
+                .record(&value, at.clone(), *next)
                 .map_err(|msg| DataError::At { at, msg })?;
-            implicit |= imp;
-            records.push(rec);
-            Ok(())
+            if described.is_none() {
+                described = Some(lay.describe(&rec, implicit));
+            }
+            let take = keep
+                .as_ref()
+                .is_none_or(|k| k.get(row).copied().unwrap_or(false));
+            row += 1;
+            if take {
+                *next += 1;
+                kept += 1;
+                f(rec)?;
+            }
+            Ok::<(), E>(())
         })?;
     }
-    let (Some(layout), Some(first)) = (layout, records.first()) else {
+    let Some(layout) = described else {
         return Err(DataError::Source {
             what: spec.path.clone(),
             msg: "no records (the data is empty); each record needs a prompt, a chosen and a rejected completion".into(),
-        });
+        }
+        .into());
     };
-    let described = layout.describe(first, implicit);
-    if let Some(x) = spec.fraction {
-        let n = records.len();
-        let take = ((n as f64 * x).ceil() as usize).clamp(1, n);
-        let mut keep = SplitMix64::keyed(&[how.seed, 0xf4ac, k]).permutation(n);
-        keep.truncate(take);
-        keep.sort_unstable();
-        let mut all: Vec<Option<PreferenceRecord>> = records.into_iter().map(Some).collect();
-        records = keep.into_iter().filter_map(|i| all[i].take()).collect();
-    }
-    Ok(SourceRecords {
+    Ok(SourceSummary {
         source: spec.to_string(),
-        records,
         files,
-        layout: described,
+        layout,
+        records: kept,
     })
 }
 

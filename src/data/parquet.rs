@@ -12,11 +12,31 @@ use serde_json::Value;
 
 use super::DataError;
 
+fn open(path: &Path) -> Result<SerializedFileReader<File>, DataError> {
+    let file = File::open(path).map_err(|err| DataError::Read {
+        path: path.to_path_buf(),
+        err,
+    })?;
+    SerializedFileReader::new(file).map_err(|e| DataError::Source {
+        what: path.display().to_string(),
+        msg: format!("cannot read it as Parquet ({e})"),
+    })
+}
+
+/// The row count in the file's footer.
+pub fn count_rows(path: &Path) -> Result<usize, DataError> {
+    let n = open(path)?.metadata().file_metadata().num_rows();
+    usize::try_from(n).map_err(|_| DataError::Source {
+        what: path.display().to_string(),
+        msg: format!("its footer gives {n} rows"),
+    })
+}
+
 /// Call `f(i, row)` for every row `i` (0-based) of the Parquet file `path`.
-pub fn for_each_row(
+pub fn for_each_row<E: From<DataError>>(
     path: &Path,
-    mut f: impl FnMut(usize, Value) -> Result<(), DataError>,
-) -> Result<(), DataError> {
+    mut f: impl FnMut(usize, Value) -> Result<(), E>,
+) -> Result<(), E> {
     let bad = |row: Option<usize>, e: parquet::errors::ParquetError| DataError::Source {
         what: match row {
             Some(i) => format!("{}: row {i}", path.display()),
@@ -24,11 +44,7 @@ pub fn for_each_row(
         },
         msg: format!("cannot read it as Parquet ({e})"),
     };
-    let file = File::open(path).map_err(|err| DataError::Read {
-        path: path.to_path_buf(),
-        err,
-    })?;
-    let reader = SerializedFileReader::new(file).map_err(|e| bad(None, e))?;
+    let reader = open(path)?;
     let rows = reader.get_row_iter(None).map_err(|e| bad(None, e))?;
     for (i, row) in rows.enumerate() {
         let row = row.map_err(|e| bad(Some(i), e))?;

@@ -7,13 +7,13 @@
 //! build's version. A later run with the same key reuses the values and runs no reference
 //! forward at all; a CPU f32 cache is never read by a CUDA bf16 run.
 
-use std::io::Read;
 use std::path::{Path, PathBuf};
 
 use candle_core::{DType, DeviceLocation, Result};
 use sha2::{Digest, Sha256};
 
 use crate::data::batch::{Limits, TrainPair};
+pub use crate::digest::file_sha256;
 use crate::model::{Adapters, Backend, Lora, Model, Scored};
 
 /// Reference `(chosen, rejected)` sums, one per pair.
@@ -59,21 +59,6 @@ pub fn pair_sequences<'a>(pairs: &[&'a TrainPair]) -> Vec<(Scored<'a>, Scored<'a
         .iter()
         .map(|p| (side(&p.chosen), side(&p.rejected)))
         .collect()
-}
-
-/// SHA-256 of a file, streamed.
-pub fn file_sha256(path: &Path) -> std::io::Result<String> {
-    let mut f = std::fs::File::open(path)?;
-    let mut h = Sha256::new();
-    let mut buf = vec![0u8; 1 << 20];
-    loop {
-        let n = f.read(&mut buf)?;
-        if n == 0 {
-            break;
-        }
-        h.update(&buf[..n]);
-    }
-    Ok(format!("{:x}", h.finalize()))
 }
 
 /// Everything the reference values depend on, hashed into the cache key.
