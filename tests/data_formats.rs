@@ -661,3 +661,49 @@ fn a_resume_reads_the_token_cache_and_a_changed_file_misses_it() {
     );
     assert!(again.contains("13 records"), "{again}");
 }
+
+/// `data.columns` for a data set with its own names (Intel/orca_dpo_pairs: system, question,
+/// chosen, rejected strings): the system column makes it the conversational pairs it means.
+#[test]
+fn columns_name_the_fields_of_other_layouts() {
+    use dpo_lora::data::Columns;
+    let dir = tempfile::tempdir().unwrap();
+    let rows: Vec<Value> = base_rows(4)
+        .iter()
+        .map(|r| {
+            json!({"system": "You are terse.", "question": msgs(&r["prompt"])[0]["content"],
+                   "chosen": msgs(&r["chosen"])[0]["content"], "rejected": msgs(&r["rejected"])[0]["content"]})
+        })
+        .collect();
+    let with_system: Vec<Value> = base_rows(4)
+        .iter()
+        .map(|r| {
+            let mut p = vec![json!({"role": "system", "content": "You are terse."})];
+            p.extend(msgs(&r["prompt"]).iter().cloned());
+            json!({"prompt": p, "chosen": r["chosen"], "rejected": r["rejected"]})
+        })
+        .collect();
+    let want = fields(&read(&write_jsonl(
+        &dir.path().join("want.jsonl"),
+        &with_system,
+    )));
+    let p = write_jsonl(&dir.path().join("orca.jsonl"), &rows);
+    let cols = Columns {
+        prompt: Some("question".into()),
+        chosen: "chosen".into(),
+        rejected: "rejected".into(),
+        system: Some("system".into()),
+    };
+    let how = ReadSpec {
+        columns: Some(&cols),
+        ..ReadSpec::default()
+    };
+    let got = read_all(&Sources::one(p.to_string_lossy()), &how).unwrap();
+    assert_eq!(fields(&got), want);
+    // without data.columns they read as TRL with an implicit prompt, which they do not share
+    let e = read_all(&Sources::one(p.to_string_lossy()), &ReadSpec::default())
+        .map(|_| ())
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("orca.jsonl:") && e.contains("no prompt"), "{e}");
+}
