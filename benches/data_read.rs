@@ -122,7 +122,9 @@ fn child(model: &Path, data: &Path, cache: Option<&Path>) {
 fn main() {
     let models = std::env::var_os("DPO_LORA_MODELS")
         .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from(std::env::var("HOME").unwrap()).join(".cache/dpo-lora/models"));
+        .unwrap_or_else(|| {
+            PathBuf::from(std::env::var("HOME").unwrap()).join(".cache/dpo-lora/models")
+        });
     let model = models.join("SmolLM2-135M-Instruct.Q4_1.gguf");
     let args: Vec<String> = std::env::args().collect();
     if let Some(i) = args.iter().position(|a| a == "--child") {
@@ -134,7 +136,10 @@ fn main() {
         return;
     }
     if !model.exists() {
-        eprintln!("data_read: {} is missing; run scripts/fetch-models.sh", model.display());
+        eprintln!(
+            "data_read: {} is missing; run scripts/fetch-models.sh",
+            model.display()
+        );
         return;
     }
     let dir = tempfile::tempdir().unwrap();
@@ -171,7 +176,11 @@ fn main() {
         }
         std::fs::write(&jl, text).unwrap();
         let size = |p: &Path| std::fs::metadata(p).unwrap().len() as f64 / (1 << 20) as f64;
-        println!("== {n} pairs: parquet {:.1} MiB, jsonl {:.1} MiB", size(&pq), size(&jl));
+        println!(
+            "== {n} pairs: parquet {:.1} MiB, jsonl {:.1} MiB",
+            size(&pq),
+            size(&jl)
+        );
         print!("parquet  ");
         run(&pq, None);
         print!("jsonl    ");
