@@ -2,16 +2,24 @@
 //! cache: the stage between the recipe's data section and the training loop.
 //!
 //! Owns: streaming records into encoded, truncated pairs with a progress bar (records are
-//! dropped as soon as they are encoded, so what stays in memory is the kept tokens), and using
+//! encoded 512 at a time over the cores and dropped once encoded, so what stays in memory is
+//! the kept tokens), and using
 //! or writing the token cache (`tokcache`). Does not: read files (see `files`) or tokenize
 //! (see `encode`).
 
 use std::path::{Path, PathBuf};
 
 use indicatif::{ProgressBar, ProgressStyle};
+use rayon::prelude::*;
 
-use super::batch::{encode_record, BatchError, Limits, PairSet, PairSetBuilder};
-use super::{files_of, for_each_record, tokcache, ReadSpec, SourceSummary, Sources};
+use super::batch::{encode_record, BatchError, Encoded, Limits, PairSet, PairSetBuilder};
+use super::{
+    files_of, for_each_record, tokcache, PreferenceRecord, ReadSpec, SourceSummary, Sources,
+};
+
+/// Records encoded together, one per core at a time: enough to keep the cores busy, few enough
+/// that their text is a small part of memory.
+const ENCODE_CHUNK: usize = 512;
 use crate::tokenizer::Tokenizer;
 
 /// What to load and how.
@@ -88,20 +96,36 @@ pub fn load_set(s: &LoadSpec) -> Result<LoadedSet, BatchError> {
         .as_ref()
         .and_then(|p| tokcache::Writer::create(p).ok());
     let mut b = PairSetBuilder::new(s.limits);
+    // Records are encoded a chunk at a time over every core, and pushed in order.
+    let mut chunk: Vec<PreferenceRecord> = Vec::with_capacity(ENCODE_CHUNK);
+    let mut flush = |chunk: &mut Vec<PreferenceRecord>| -> Result<(), BatchError> {
+        let encoded: Vec<Encoded> = chunk
+            .par_iter()
+            .map(|r| encode_record(s.tok, r))
+            .collect::<Result<_, _>>()?;
+        for e in &encoded {
+            if writer.as_mut().is_some_and(|w| w.push(e).is_err()) {
+                writer = None;
+            }
+            b.push(e);
+        }
+        bar.inc(chunk.len() as u64);
+        chunk.clear();
+        Ok(())
+    };
     let summary = for_each_record(
         s.sources,
         &s.how,
         |n| bar.set_length(n as u64),
         |r| {
-            let e = encode_record(s.tok, &r)?;
-            if writer.as_mut().is_some_and(|w| w.push(&e).is_err()) {
-                writer = None;
+            chunk.push(r);
+            if chunk.len() == ENCODE_CHUNK {
+                flush(&mut chunk)?;
             }
-            b.push(&e);
-            bar.inc(1);
             Ok::<(), BatchError>(())
         },
     )?;
+    flush(&mut chunk)?;
     bar.finish_and_clear();
     if let Some(w) = writer {
         // A cache that cannot be written costs the next run a tokenization, nothing else.
