@@ -1,6 +1,7 @@
 //! Writing a folder so that readers never see half of it: build it in a hidden temporary
 //! sibling, then rename it over the destination (the old one is moved aside first and removed
-//! only after). Used by the PEFT adapter, checkpoints and every export.
+//! only after). Used by the PEFT adapter, checkpoints and every export. And the same for one
+//! streamed file ([`StagedFile`], the token cache), synced before and after its rename.
 
 use std::path::{Path, PathBuf};
 
@@ -74,6 +75,64 @@ impl Drop for Staging {
     fn drop(&mut self) {
         if !self.committed {
             let _ = std::fs::remove_dir_all(&self.tmp);
+        }
+    }
+}
+
+/// One file written under a hidden temporary name beside `dest`; [`StagedFile::commit`] flushes
+/// and syncs it, renames it over `dest` and syncs the folder, so neither a crash part-way nor a
+/// power cut after the rename leaves a half or empty file at `dest`. Dropped uncommitted, the
+/// temporary file is removed.
+pub struct StagedFile {
+    tmp: PathBuf,
+    dest: PathBuf,
+    w: Option<std::io::BufWriter<std::fs::File>>,
+}
+
+impl StagedFile {
+    pub fn create(dest: &Path) -> std::io::Result<Self> {
+        let dir = dest
+            .parent()
+            .filter(|p| !p.as_os_str().is_empty())
+            .unwrap_or(Path::new("."));
+        std::fs::create_dir_all(dir)?;
+        let name = dest
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        let tmp = dir.join(format!(".{name}.partial-{}", std::process::id()));
+        let f = std::fs::File::create(&tmp)?;
+        Ok(Self {
+            tmp,
+            dest: dest.to_path_buf(),
+            w: Some(std::io::BufWriter::new(f)),
+        })
+    }
+
+    pub fn writer(&mut self) -> &mut std::io::BufWriter<std::fs::File> {
+        self.w
+            .as_mut()
+            .expect("a StagedFile is written only before commit")
+    }
+
+    pub fn commit(mut self) -> std::io::Result<()> {
+        use std::io::Write;
+        let mut w = self.w.take().expect("committed once");
+        w.flush()?;
+        w.get_ref().sync_all()?;
+        drop(w);
+        std::fs::rename(&self.tmp, &self.dest)?;
+        if let Some(dir) = self.dest.parent().filter(|p| !p.as_os_str().is_empty()) {
+            std::fs::File::open(dir)?.sync_all()?;
+        }
+        Ok(())
+    }
+}
+
+impl Drop for StagedFile {
+    fn drop(&mut self) {
+        if self.w.is_some() {
+            let _ = std::fs::remove_file(&self.tmp);
         }
     }
 }

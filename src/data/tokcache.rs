@@ -9,13 +9,14 @@
 //! check out is ignored (and rewritten). Does not: choose the key's inputs (see `train`).
 
 use std::fs::File;
-use std::io::{BufReader, BufWriter, Read, Seek, SeekFrom, Write};
+use std::io::{BufReader, Read, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
 
 use sha2::{Digest, Sha256};
 
 use super::batch::Encoded;
 use super::{EncodedSide, SourceSummary};
+use crate::atomic::StagedFile;
 
 const MAGIC: &[u8; 8] = b"DPOTOK01";
 
@@ -35,43 +36,31 @@ pub fn path(dir: &Path, key: &str) -> PathBuf {
     dir.join("tokens").join(format!("{key}.bin"))
 }
 
-/// Streams records into a cache file as they are encoded. Dropped before `finish`, it removes
-/// its temporary file; after, the rename has moved it, and the removal finds nothing.
+/// Streams records into a cache file as they are encoded (through [`StagedFile`]: nothing is
+/// at the cache's name until the whole file is).
 pub struct Writer {
-    tmp: PathBuf,
-    dest: PathBuf,
-    w: BufWriter<File>,
+    file: StagedFile,
     n: u64,
 }
 
 impl Writer {
     pub fn create(dest: &Path) -> std::io::Result<Writer> {
-        let dir = dest.parent().unwrap_or(Path::new("."));
-        std::fs::create_dir_all(dir)?;
-        let tmp = dir.join(format!(
-            ".{}.tmp-{}",
-            dest.file_name()
-                .and_then(|n| n.to_str())
-                .unwrap_or("tokens"),
-            std::process::id()
-        ));
         Ok(Writer {
-            w: BufWriter::new(File::create(&tmp)?),
-            tmp,
-            dest: dest.to_path_buf(),
+            file: StagedFile::create(dest)?,
             n: 0,
         })
     }
 
     pub fn push(&mut self, e: &Encoded) -> std::io::Result<()> {
-        self.w.write_all(&(e.index as u64).to_le_bytes())?;
+        let w = self.file.writer();
+        w.write_all(&(e.index as u64).to_le_bytes())?;
         for side in [&e.chosen, &e.rejected] {
-            self.w.write_all(&(side.ids.len() as u32).to_le_bytes())?;
-            self.w.write_all(&(side.prompt_len as u32).to_le_bytes())?;
+            w.write_all(&(side.ids.len() as u32).to_le_bytes())?;
+            w.write_all(&(side.prompt_len as u32).to_le_bytes())?;
         }
         for side in [&e.chosen, &e.rejected] {
             for id in &side.ids {
-                self.w.write_all(&id.to_le_bytes())?;
+                w.write_all(&id.to_le_bytes())?;
             }
         }
         self.n += 1;
@@ -81,19 +70,11 @@ impl Writer {
     /// Write the footer and move the file into place.
     pub fn finish(mut self, summary: &[SourceSummary]) -> std::io::Result<()> {
         let footer = serde_json::to_vec(&(self.n, summary)).map_err(std::io::Error::other)?;
-        self.w.write_all(&footer)?;
-        self.w.write_all(&(footer.len() as u64).to_le_bytes())?;
-        self.w.write_all(MAGIC)?;
-        self.w.flush()?;
-        self.w.get_ref().sync_all()?;
-        std::fs::rename(&self.tmp, &self.dest)
-    }
-}
-
-impl Drop for Writer {
-    fn drop(&mut self) {
-        // Left behind only when `finish` was not reached.
-        let _ = std::fs::remove_file(&self.tmp);
+        let w = self.file.writer();
+        w.write_all(&footer)?;
+        w.write_all(&(footer.len() as u64).to_le_bytes())?;
+        w.write_all(MAGIC)?;
+        self.file.commit()
     }
 }
 
