@@ -707,3 +707,64 @@ fn columns_name_the_fields_of_other_layouts() {
         .to_string();
     assert!(e.contains("orca.jsonl:") && e.contains("no prompt"), "{e}");
 }
+
+/// A run trained with `data.chat_template` exports that template (merged GGUF and Hugging Face
+/// folder), so the deployed model renders as training did.
+#[test]
+fn exports_carry_the_chat_template_the_run_used() {
+    use dpo_lora::gguf::GgufFile;
+    let dir = tempfile::tempdir().unwrap();
+    let model = synth_model(dir.path(), SynthArch::Llama);
+    let out = dir.path().join("out");
+    let mut c = bin();
+    c.arg("run")
+        .arg(repo().join("recipes/tiny.yaml"))
+        .arg("--quiet");
+    for s in tiny_run_sets(&model, &out) {
+        c.args(["--set", &s]);
+    }
+    c.args([
+        "--set",
+        "data.chat_template=gemma",
+        "--set",
+        "train.max_steps=2",
+    ]);
+    c.args([
+        "--set",
+        "output.export=[{format: gguf, quant: f32}, {format: hf}]",
+    ]);
+    let o = c.output().unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let gemma = dpo_lora::tokenizer::BUILTIN_TEMPLATES
+        .iter()
+        .find(|(n, _)| *n == "gemma")
+        .unwrap()
+        .1;
+    let mut seen = 0;
+    for e in std::fs::read_dir(out.join("export")).unwrap() {
+        let d = e.unwrap().path();
+        if d.join("model.gguf").exists() {
+            let f = GgufFile::open(d.join("model.gguf")).unwrap();
+            assert_eq!(f.opt_str("tokenizer.chat_template").unwrap(), Some(gemma));
+            seen += 1;
+        }
+        if d.join("tokenizer_config.json").exists() {
+            let v = read_json(d.join("tokenizer_config.json"));
+            assert_eq!(v["chat_template"].as_str(), Some(gemma));
+            seen += 1;
+        }
+    }
+    assert_eq!(seen, 2);
+    // and `dpo-lora export --run` reads it from the run's recipe
+    let later = dir.path().join("later");
+    let o = bin()
+        .args(["export", "--run"])
+        .arg(&out)
+        .args(["--format", "gguf", "--quant", "f32", "--out"])
+        .arg(&later)
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let f = GgufFile::open(later.join("model.gguf")).unwrap();
+    assert_eq!(f.opt_str("tokenizer.chat_template").unwrap(), Some(gemma));
+}

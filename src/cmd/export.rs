@@ -11,6 +11,8 @@ use crate::session::Loaded;
 
 pub fn run(a: ExportArgs) -> Result<()> {
     let command = command_line();
+    // A run's recipe may have trained with another chat template (`data.chat_template`).
+    let mut template = None;
     let (model, adapter, prov) = match &a.run {
         Some(dir) => {
             let recipe_path = dir.join("recipe.yaml");
@@ -25,6 +27,10 @@ pub fn run(a: ExportArgs) -> Result<()> {
                     dir.display()
                 );
             }
+            template = Some((
+                recipe.data.chat_template.clone(),
+                recipe.data.template_kwargs.clone(),
+            ));
             (
                 recipe.model.path.clone(),
                 Some(adapter),
@@ -56,7 +62,10 @@ pub fn run(a: ExportArgs) -> Result<()> {
             return Err(hub::HubError::NoToken { dir: a.out.clone() }.into());
         }
     }
-    let base = Loaded::open(&model)?;
+    let mut base = Loaded::open(&model)?;
+    if let Some((t, kwargs)) = &template {
+        use_run_template(&mut base, t.as_deref(), kwargs)?;
+    }
     let lora = match (&adapter, a.base_only) {
         (Some(d), false) => Some(crate::model::peft::load(
             d,
@@ -70,6 +79,17 @@ pub fn run(a: ExportArgs) -> Result<()> {
         push(&a.out, repo, a.private)?;
     }
     Ok(())
+}
+
+/// The chat template the run trained with, for the exported tokenizer files and GGUF.
+pub fn use_run_template(
+    base: &mut Loaded,
+    template: Option<&str>,
+    kwargs: &serde_json::Map<String, serde_json::Value>,
+) -> Result<()> {
+    base.tok
+        .set_chat_template(template, kwargs)
+        .map_err(|e| anyhow::anyhow!("data.chat_template: {e}"))
 }
 
 /// Export and print what was written (used by `export` and by `run` for `output.export`).

@@ -74,7 +74,12 @@ fn export_all(recipe: &Recipe, adapter: &std::path::Path) -> Result<()> {
     if recipe.output.export.is_empty() {
         return Ok(());
     }
-    let base = crate::session::Loaded::open(&recipe.model.path)?;
+    let mut base = crate::session::Loaded::open(&recipe.model.path)?;
+    super::export::use_run_template(
+        &mut base,
+        recipe.data.chat_template.as_deref(),
+        &recipe.data.template_kwargs,
+    )?;
     let lora = crate::model::peft::load(adapter, &base.model, &candle_core::Device::Cpu)?;
     let prov =
         crate::export::Provenance::from_run(&recipe.output.dir, super::export::command_line());

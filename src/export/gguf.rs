@@ -52,6 +52,14 @@ pub fn write(
             Value::U32(quant::file_type(t)),
         );
     }
+    // The chat template the run used (the model's, or `data.chat_template`'s).
+    if let Some(t) = base.tok.chat_template() {
+        set(
+            &mut metadata,
+            "tokenizer.chat_template",
+            Value::String(t.source().to_string()),
+        );
+    }
     let name = f.opt_str("general.name")?.unwrap_or("model").to_string();
     set(
         &mut metadata,

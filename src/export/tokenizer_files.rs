@@ -79,7 +79,7 @@ pub fn write_tokenizer_files(f: &GgufFile, tok: &Tokenizer, dir: &Path) -> Resul
     write_json(
         dir,
         "tokenizer_config.json",
-        &tokenizer_config(f, &vocab, &specials)?,
+        &tokenizer_config(f, tok, &vocab, &specials)?,
         true,
     )?;
     write_json(
@@ -567,8 +567,11 @@ struct TokenizerConfig<'a> {
     added_tokens_decoder: IdToEntry,
 }
 
+/// `tokenizer_config.json`; its `chat_template` is the one the run used (`data.chat_template`
+/// when it replaced or supplied the model's), so the export renders as training did.
 fn tokenizer_config<'a>(
     f: &'a GgufFile,
+    tok: &'a Tokenizer,
     vocab: &'a ExportVocab,
     sp: &SpecialIds,
 ) -> Result<TokenizerConfig<'a>> {
@@ -594,7 +597,7 @@ fn tokenizer_config<'a>(
         add_eos_token: sp.add_eos,
         clean_up_tokenization_spaces: false,
         model_max_length,
-        chat_template: f.opt_str("tokenizer.chat_template")?,
+        chat_template: tok.chat_template().map(|t| t.source()),
         added_tokens_decoder: IdToEntry(decoder),
     })
 }
