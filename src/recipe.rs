@@ -490,11 +490,9 @@ impl Recipe {
                 self.model.path = PathBuf::from(h).join(rest).to_string_lossy().into_owned();
             }
         }
-        for spec in self.data.train.0.iter_mut() {
-            spec.expand_home();
-        }
-        for spec in self.data.eval.iter_mut().flat_map(|e| e.0.iter_mut()) {
-            spec.expand_home();
+        let eval = self.data.eval.iter_mut().flat_map(|e| e.0.iter_mut());
+        for spec in self.data.train.0.iter_mut().chain(eval) {
+            spec.path = home(Path::new(&spec.path)).to_string_lossy().into_owned();
         }
         self.lora.init_from = self.lora.init_from.as_deref().map(home);
         if let Some(t) = &self.data.chat_template {

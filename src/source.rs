@@ -85,7 +85,8 @@ impl ModelSource {
     }
 }
 
-fn first_line(s: &str) -> String {
+/// The first line of an error text (hf-hub and ureq errors run over several).
+pub(crate) fn first_line(s: &str) -> String {
     s.lines().next().unwrap_or("").to_string()
 }
 

@@ -125,7 +125,8 @@ pub fn expand(path: &Path) -> Result<Vec<PathBuf>, DataError> {
     Ok(vec![path.to_path_buf()])
 }
 
-fn walk(dir: &Path, out: &mut Vec<PathBuf>) -> std::io::Result<()> {
+/// The data files under `dir`, recursively (hidden entries skipped), unsorted.
+pub(crate) fn walk(dir: &Path, out: &mut Vec<PathBuf>) -> std::io::Result<()> {
     for entry in std::fs::read_dir(dir)? {
         let p = entry?.path();
         let hidden = p

@@ -15,6 +15,7 @@ use hf_hub::{Repo, RepoType};
 use super::files::FileKind;
 use super::sources::in_split;
 use super::DataError;
+use crate::source::first_line;
 
 /// The revision the Hub keeps its Parquet conversion of every data set under.
 pub const PARQUET_REVISION: &str = "refs/convert/parquet";
@@ -145,8 +146,13 @@ impl HubDataset {
                 continue;
             };
             let snap = root.join("snapshots").join(commit.trim());
-            let mut all = Vec::new();
-            list_dir(&snap, &snap, &mut all);
+            let mut found = Vec::new();
+            let _ = super::files::walk(&snap, &mut found);
+            let all: Vec<String> = found
+                .iter()
+                .filter_map(|p| p.strip_prefix(&snap).ok())
+                .map(|p| p.to_string_lossy().replace('\\', "/"))
+                .collect();
             let config = match (config, revision == PARQUET_REVISION) {
                 (Some(c), _) => Some(c.to_string()),
                 (None, true) => default_config(&all).ok(),
@@ -208,24 +214,6 @@ fn narrowed(config: Option<&str>, split: Option<&str>) -> String {
         (None, Some(s)) => format!(" for split {s}"),
         (Some(c), Some(s)) => format!(" for config {c}, split {s}"),
     }
-}
-
-fn list_dir(root: &Path, dir: &Path, out: &mut Vec<String>) {
-    let Ok(entries) = std::fs::read_dir(dir) else {
-        return;
-    };
-    for e in entries.flatten() {
-        let p = e.path();
-        if p.is_dir() {
-            list_dir(root, &p, out);
-        } else if let Ok(rel) = p.strip_prefix(root) {
-            out.push(rel.to_string_lossy().replace('\\', "/"));
-        }
-    }
-}
-
-fn first_line(s: &str) -> String {
-    s.lines().next().unwrap_or("").to_string()
 }
 
 #[cfg(test)]

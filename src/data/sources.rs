@@ -7,7 +7,7 @@
 //! rows (see `files`) or fetch (see `hub`).
 
 use std::fmt;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use serde::de::{self, Deserializer, MapAccess, SeqAccess, Visitor};
 use serde::ser::{SerializeMap, SerializeSeq, Serializer};
@@ -42,13 +42,6 @@ impl SourceSpec {
 
     fn is_plain(&self) -> bool {
         self.config.is_none() && self.split.is_none() && self.fraction.is_none()
-    }
-
-    /// `~/` expanded against `$HOME`.
-    pub fn expand_home(&mut self) {
-        if let (Some(rest), Some(h)) = (self.path.strip_prefix("~/"), std::env::var_os("HOME")) {
-            self.path = PathBuf::from(h).join(rest).to_string_lossy().into_owned();
-        }
     }
 }
 

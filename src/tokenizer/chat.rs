@@ -136,14 +136,6 @@ impl ChatTemplate {
         Ok(t)
     }
 
-    pub fn bos_token(&self) -> &str {
-        &self.bos_token
-    }
-
-    pub fn eos_token(&self) -> &str {
-        &self.eos_token
-    }
-
     /// The template text as stored in the GGUF.
     pub fn source(&self) -> &str {
         &self.source
