@@ -13,9 +13,7 @@ use indicatif::{ProgressBar, ProgressStyle};
 use rayon::prelude::*;
 
 use super::batch::{encode_record, BatchError, Encoded, Limits, PairSet, PairSetBuilder};
-use super::{
-    files_of, for_each_record, tokcache, PreferenceRecord, ReadSpec, SourceSummary, Sources,
-};
+use super::{for_each_record, tokcache, Plan, PreferenceRecord, ReadSpec, SourceSummary, Sources};
 
 /// Records encoded together, one per core at a time: enough to keep the cores busy, few enough
 /// that their text is a small part of memory.
@@ -38,16 +36,15 @@ pub struct LoadSpec<'a> {
 
 pub struct LoadedSet {
     pub set: PairSet,
+    /// What was read from each source, its files included (what the reference cache key hashes).
     pub summary: Vec<SourceSummary>,
-    /// The data files read (what the reference cache key hashes).
-    pub files: Vec<PathBuf>,
     /// The cache file the pairs came from, when they did.
     pub cached: Option<PathBuf>,
 }
 
 pub fn load_set(s: &LoadSpec) -> Result<LoadedSet, BatchError> {
     let what = s.sources.to_string();
-    let files = files_of(s.sources)?;
+    let plan = Plan::new(s.sources)?;
     let cache = match s.cache_dir {
         Some(dir) => {
             let mut parts = vec![
@@ -56,10 +53,10 @@ pub fn load_set(s: &LoadSpec) -> Result<LoadedSet, BatchError> {
                 s.how.seed.to_string(),
                 s.tokenizer_id.to_string(),
             ];
-            for f in &files {
+            for f in plan.files() {
                 parts.push(crate::digest::file_sha256(f).map_err(|err| {
                     BatchError::Data(super::DataError::Read {
-                        path: f.clone(),
+                        path: f.to_path_buf(),
                         err,
                     })
                 })?);
@@ -77,7 +74,6 @@ pub fn load_set(s: &LoadSpec) -> Result<LoadedSet, BatchError> {
             return Ok(LoadedSet {
                 set: b.finish(&what)?,
                 summary,
-                files,
                 cached: Some(path.clone()),
             });
         }
@@ -113,18 +109,14 @@ pub fn load_set(s: &LoadSpec) -> Result<LoadedSet, BatchError> {
         chunk.clear();
         Ok(())
     };
-    let summary = for_each_record(
-        s.sources,
-        &s.how,
-        |n| bar.set_length(n as u64),
-        |r| {
-            chunk.push(r);
-            if chunk.len() == ENCODE_CHUNK {
-                flush(&mut chunk)?;
-            }
-            Ok::<(), BatchError>(())
-        },
-    )?;
+    bar.set_length(plan.rows() as u64);
+    let summary = for_each_record(&plan, &s.how, |r| {
+        chunk.push(r);
+        if chunk.len() == ENCODE_CHUNK {
+            flush(&mut chunk)?;
+        }
+        Ok::<(), BatchError>(())
+    })?;
     flush(&mut chunk)?;
     bar.finish_and_clear();
     if let Some(w) = writer {
@@ -134,7 +126,6 @@ pub fn load_set(s: &LoadSpec) -> Result<LoadedSet, BatchError> {
     Ok(LoadedSet {
         set: b.finish(&what)?,
         summary,
-        files,
         cached: None,
     })
 }

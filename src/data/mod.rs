@@ -78,30 +78,54 @@ pub struct SourceSummary {
     pub records: usize,
 }
 
-/// Every record of `sources` in order, one at a time, numbered across all of them: each source
-/// read with one layout, every row validated (also those a fraction leaves out), and nothing
-/// kept here, so what `f` keeps is all that stays in memory. `total` is called first with the
-/// number of rows about to be read (for a progress bar).
+/// What `sources` will read: each source's files (fetched for a Hub data set, narrowed to its
+/// split) and their row counts, found once before any row is read as a record.
+pub struct Plan<'a> {
+    sources: Vec<(&'a SourceSpec, Vec<(PathBuf, usize)>)>,
+}
+
+impl<'a> Plan<'a> {
+    pub fn new(sources: &'a Sources) -> Result<Plan<'a>, DataError> {
+        let mut out = Vec::new();
+        for spec in &sources.0 {
+            let (spec, files) = plan(spec)?;
+            let mut counted = Vec::with_capacity(files.len());
+            for f in files {
+                let n = files::count_rows(&f)?;
+                counted.push((f, n));
+            }
+            out.push((spec, counted));
+        }
+        Ok(Plan { sources: out })
+    }
+
+    /// Every file, in reading order.
+    pub fn files(&self) -> impl Iterator<Item = &Path> {
+        self.sources
+            .iter()
+            .flat_map(|(_, fs)| fs.iter().map(|(f, _)| f.as_path()))
+    }
+
+    /// Rows about to be read.
+    pub fn rows(&self) -> usize {
+        self.sources
+            .iter()
+            .flat_map(|(_, fs)| fs.iter().map(|(_, n)| n))
+            .sum()
+    }
+}
+
+/// Every record the plan reads, in order, one at a time, numbered across all its sources: each
+/// source read with one layout, every row validated (also those a fraction leaves out), and
+/// nothing kept here, so what `f` keeps is all that stays in memory.
 pub fn for_each_record<E: From<DataError>>(
-    sources: &Sources,
+    plan: &Plan,
     how: &ReadSpec,
-    total: impl FnOnce(usize),
     mut f: impl FnMut(PreferenceRecord) -> Result<(), E>,
 ) -> Result<Vec<SourceSummary>, E> {
-    let mut plans = Vec::new();
-    for spec in &sources.0 {
-        plans.push(plan(spec)?);
-    }
-    let mut rows = 0;
-    for (_, files) in &plans {
-        for file in files {
-            rows += files::count_rows(file)?;
-        }
-    }
-    total(rows);
     let mut out = Vec::new();
     let mut next = 0;
-    for (k, (spec, files)) in plans.into_iter().enumerate() {
+    for (k, (spec, files)) in plan.sources.iter().enumerate() {
         out.push(read_source(spec, files, how, k as u64, &mut next, &mut f)?);
     }
     Ok(out)
@@ -113,30 +137,16 @@ pub fn read_sources(
     how: &ReadSpec,
 ) -> Result<(Vec<PreferenceRecord>, Vec<SourceSummary>), DataError> {
     let mut records = Vec::new();
-    let summary = for_each_record(
-        sources,
-        how,
-        |_| {},
-        |r| {
-            records.push(r);
-            Ok::<(), DataError>(())
-        },
-    )?;
+    let summary = for_each_record(&Plan::new(sources)?, how, |r| {
+        records.push(r);
+        Ok::<(), DataError>(())
+    })?;
     Ok((records, summary))
 }
 
 /// All records of `sources`, one list.
 pub fn read_all(sources: &Sources, how: &ReadSpec) -> Result<Vec<PreferenceRecord>, DataError> {
     Ok(read_sources(sources, how)?.0)
-}
-
-/// The files `sources` stand for, in reading order (fetched for a Hub data set).
-pub fn files_of(sources: &Sources) -> Result<Vec<PathBuf>, DataError> {
-    let mut out = Vec::new();
-    for spec in &sources.0 {
-        out.extend(plan(spec)?.1);
-    }
-    Ok(out)
 }
 
 /// A source's files (fetched for a Hub data set), narrowed to its split.
@@ -169,7 +179,7 @@ fn plan(spec: &SourceSpec) -> Result<(&SourceSpec, Vec<PathBuf>), DataError> {
 
 fn read_source<E: From<DataError>>(
     spec: &SourceSpec,
-    files: Vec<PathBuf>,
+    files: &[(PathBuf, usize)],
     how: &ReadSpec,
     k: u64,
     next: &mut usize,
@@ -178,10 +188,7 @@ fn read_source<E: From<DataError>>(
     // A fraction keeps a fixed sample of the source's rows, chosen before they are read.
     let keep: Option<Vec<bool>> = match spec.fraction {
         Some(x) => {
-            let mut n = 0;
-            for file in &files {
-                n += files::count_rows(file)?;
-            }
+            let n: usize = files.iter().map(|(_, n)| n).sum();
             let take = ((n as f64 * x).ceil() as usize).clamp(1, n.max(1));
             let mut keep = vec![false; n];
             for i in SplitMix64::keyed(&[how.seed, 0xf4ac, k])
@@ -198,7 +205,7 @@ fn read_source<E: From<DataError>>(
     let mut layout: Option<Layout> = None;
     let (mut row, mut kept) = (0usize, 0usize);
     let mut described = None;
-    for file in &files {
+    for (file, _) in files {
         files::for_each_row(file, |value, at| {
             let lay = match &layout {
                 Some(l) => l,
@@ -236,7 +243,7 @@ fn read_source<E: From<DataError>>(
     };
     Ok(SourceSummary {
         source: spec.to_string(),
-        files,
+        files: files.iter().map(|(f, _)| f.clone()).collect(),
         layout,
         records: kept,
     })

@@ -316,7 +316,7 @@ pub fn run(recipe: &Recipe, opts: &Options) -> Result<Outcome> {
                 }
             );
         }
-        data_files.extend(got.files);
+        data_files.extend(got.summary.iter().flat_map(|s| s.files.iter().cloned()));
         Ok(got.set)
     };
     let train_all = load("data.train", &recipe.data.train)?;
