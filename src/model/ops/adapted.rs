@@ -237,10 +237,17 @@ mod tests {
             .unwrap()
             .backward()
             .unwrap();
-        // without and with the frozen product given (a checkpoint's kept output, bias included)
+        // both forms, without and with the frozen product given (a checkpoint's kept output,
+        // bias included)
         let kept = lin.forward(CPU, &x.as_tensor().detach()).unwrap();
-        for base in [None, Some(&kept)] {
-            let fused = forward(CPU, &lin, x.as_tensor(), Some(&br), base).unwrap();
+        let cases = [
+            (CPU, None),
+            (CPU, Some(&kept)),
+            (Backend::Candle, None),
+            (Backend::Candle, Some(&kept)),
+        ];
+        for (be, base) in cases {
+            let fused = forward(be, &lin, x.as_tensor(), Some(&br), base).unwrap();
             assert!(max_err(&fused, &composed) < 1e-5);
             let gf = (&fused * &r)
                 .unwrap()
@@ -256,7 +263,7 @@ mod tests {
                 let e = max_err(f, c);
                 assert!(
                     e < 1e-4,
-                    "d{name} off by {e} (base given: {})",
+                    "{be:?}: d{name} off by {e} (base given: {})",
                     base.is_some()
                 );
             }

@@ -216,33 +216,32 @@ mod tests {
     use candle_core::quantized::{GgmlDType, QTensor};
     use candle_core::{Device, Var};
 
-    /// Against dense log_softmax over full logits, value and gradient, with a vocabulary that
-    /// spans several blocks (the online rescaling path).
-    #[test]
-    fn matches_dense_log_softmax_and_its_gradient() {
-        let dev = Device::Cpu;
-        let (n, d, v) = (700, 64, 9000);
-        let w = Tensor::from_vec(uniform_values(v * d, 1, 2.0), (v, d), &dev).unwrap();
-        let qw = QWeight::new(QTensor::quantize(&w, GgmlDType::F32).unwrap()).unwrap();
-        let targets: Vec<u32> = (0..n as u32).map(|i| (i * 7919) % v as u32).collect();
-        let h = Var::from_vec(uniform_values(n * d, 2, 3.0), (n, d), &dev).unwrap();
-        let coef = Tensor::from_vec(uniform_values(n, 3, 1.0), n, &dev).unwrap();
-
-        let ours = token_logps(h.as_tensor(), &targets, &qw).unwrap();
-        let g_ours = ours
-            .mul(&coef)
+    /// `sum(out · coef)`'s gradient w.r.t. `h`, flattened.
+    fn grad(out: &Tensor, coef: &Tensor, h: &Var) -> Vec<f32> {
+        let g = out
+            .mul(coef)
             .unwrap()
             .sum_all()
             .unwrap()
             .backward()
             .unwrap();
-        let g_ours = g_ours
-            .get(h.as_tensor())
-            .unwrap()
-            .flatten_all()
-            .unwrap()
-            .to_vec1::<f32>()
-            .unwrap();
+        let g = g.get(h.as_tensor()).expect("a gradient for h");
+        g.flatten_all().unwrap().to_vec1::<f32>().unwrap()
+    }
+
+    /// Both forms against dense log_softmax over full logits, value and gradient, with a
+    /// vocabulary that spans several blocks of each (the online rescaling path).
+    #[test]
+    fn both_forms_match_dense_log_softmax_and_its_gradient() {
+        let dev = Device::Cpu;
+        let (n, d, v) = (300, 64, 2 * CANDLE_BLOCK_ROWS + 123);
+        let w = Tensor::from_vec(uniform_values(v * d, 1, 2.0), (v, d), &dev).unwrap();
+        let qw = std::sync::Arc::new(
+            QWeight::new(QTensor::quantize(&w, GgmlDType::F32).unwrap()).unwrap(),
+        );
+        let targets: Vec<u32> = (0..n as u32).map(|i| (i * 7919) % v as u32).collect();
+        let h = Var::from_vec(uniform_values(n * d, 2, 3.0), (n, d), &dev).unwrap();
+        let coef = Tensor::from_vec(uniform_values(n, 3, 1.0), n, &dev).unwrap();
 
         let logits = h.as_tensor().matmul(&w.t().unwrap()).unwrap();
         let lsm = logits
@@ -250,29 +249,26 @@ mod tests {
             .unwrap();
         let idx = Tensor::from_vec(targets.clone(), (n, 1), &dev).unwrap();
         let dense = lsm.gather(&idx, 1).unwrap().squeeze(1).unwrap();
-        let g_dense = dense
-            .mul(&coef)
-            .unwrap()
-            .sum_all()
-            .unwrap()
-            .backward()
-            .unwrap();
-        let g_dense = g_dense
-            .get(h.as_tensor())
-            .unwrap()
-            .flatten_all()
-            .unwrap()
-            .to_vec1::<f32>()
-            .unwrap();
+        let (want, g_want) = (dense.to_vec1::<f32>().unwrap(), grad(&dense, &coef, &h));
+        let max_g = g_want.iter().fold(0f32, |m, x| m.max(x.abs()));
 
-        let a = ours.to_vec1::<f32>().unwrap();
-        let b = dense.to_vec1::<f32>().unwrap();
-        for (x, y) in a.iter().zip(&b) {
-            assert!((x - y).abs() < 1e-3 * (1.0 + y.abs()), "{x} vs {y}");
-        }
-        let max_g = g_dense.iter().fold(0f32, |m, x| m.max(x.abs()));
-        for (x, y) in g_ours.iter().zip(&g_dense) {
-            assert!((x - y).abs() < 1e-4 * (1.0 + max_g), "{x} vs {y}");
+        let matrix = DeviceMatrix::new(&qw, &dev).unwrap();
+        for (name, ours) in [
+            (
+                "cpu kernels",
+                token_logps(h.as_tensor(), &targets, &qw).unwrap(),
+            ),
+            (
+                "candle",
+                token_logps_candle(h.as_tensor(), &targets, &matrix).unwrap(),
+            ),
+        ] {
+            for (x, y) in ours.to_vec1::<f32>().unwrap().iter().zip(&want) {
+                assert!((x - y).abs() < 1e-3 * (1.0 + y.abs()), "{name}: {x} vs {y}");
+            }
+            for (x, y) in grad(&ours, &coef, &h).iter().zip(&g_want) {
+                assert!((x - y).abs() < 1e-4 * (1.0 + max_g), "{name}: {x} vs {y}");
+            }
         }
     }
 

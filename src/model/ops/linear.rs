@@ -321,4 +321,27 @@ mod tests {
             .unwrap();
         assert!(d < 1e-5, "{d}");
     }
+
+    /// The CPU kernel against the Candle form (the weight dequantized through the row gather,
+    /// the product off the graph, the backward through `given`): values and input gradients,
+    /// with a bias, for a K-quant and Q8_0.
+    #[test]
+    fn the_cpu_kernel_matches_the_candle_form() {
+        use crate::model::ops::check::{check, tensor};
+        let dev = Device::Cpu;
+        for dtype in [GgmlDType::Q4K, GgmlDType::Q8_0] {
+            let w = Tensor::from_vec(uniform_values(40 * 256, 7, 1.0), (40, 256), &dev).unwrap();
+            let bias = Tensor::from_vec(uniform_values(40, 8, 1.0), 40, &dev).unwrap();
+            let lin = QLinear::new(
+                QWeight::new(QTensor::quantize(&w, dtype).unwrap()).unwrap(),
+                Some(bias),
+            );
+            check(
+                &format!("frozen linear {dtype:?}"),
+                &[tensor(&[2, 3, 256], 9, 2.0)],
+                |x| lin.forward(Backend::CpuKernels, &x[0]),
+                |x| lin.forward(Backend::Candle, &x[0]),
+            );
+        }
+    }
 }
