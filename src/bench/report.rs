@@ -193,10 +193,13 @@ fn chart(rep: &Report, out: &Path) -> Result<()> {
 /// `bench.json`, `bench.md` and `bench.png` in `dir`.
 pub fn write_all(rep: &Report, dir: &Path) -> Result<()> {
     let json = dir.join("bench.json");
-    std::fs::write(&json, serde_json::to_string_pretty(rep)? + "\n")
-        .with_context(|| format!("{}: cannot write", json.display()))?;
+    crate::atomic::write_file(
+        &json,
+        (serde_json::to_string_pretty(rep)? + "\n").as_bytes(),
+    )
+    .with_context(|| format!("{}: cannot write", json.display()))?;
     let md = dir.join("bench.md");
-    std::fs::write(&md, markdown(rep))
+    crate::atomic::write_file(&md, markdown(rep).as_bytes())
         .with_context(|| format!("{}: cannot write", md.display()))?;
     chart(rep, &dir.join("bench.png"))
 }

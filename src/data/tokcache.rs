@@ -45,6 +45,9 @@ pub struct Writer {
 
 impl Writer {
     pub fn create(dest: &Path) -> std::io::Result<Writer> {
+        if let Some(dir) = dest.parent().filter(|d| !d.as_os_str().is_empty()) {
+            std::fs::create_dir_all(dir)?;
+        }
         Ok(Writer {
             file: StagedFile::create(dest)?,
             n: 0,

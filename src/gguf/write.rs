@@ -6,15 +6,14 @@
 //! `ne = [in, out]`, exactly as llama.cpp's converter writes it). It does not know architectures
 //! or names: callers (synthetic test models, `export`) decide what goes in.
 //!
-//! Atomicity: the file is written to a hidden temporary file in the destination folder, synced,
-//! then renamed over the destination. A failed write removes the temporary file and leaves
-//! whatever was at `path` before untouched; a reader never sees half a file.
+//! Atomicity: the file is written through `atomic::StagedFile` (a hidden temporary beside the
+//! destination, synced, renamed, folder synced). A failed write removes the temporary file and
+//! leaves whatever was at `path` before untouched; a reader never sees half a file.
 
 use std::collections::HashSet;
-use std::fs::{File, OpenOptions};
-use std::io::{BufWriter, Write};
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU64, Ordering};
+
+use crate::atomic::StagedFile;
 
 use candle_core::quantized::gguf_file::{self, Value};
 use candle_core::quantized::QTensor;
@@ -50,81 +49,23 @@ pub fn write_gguf(
     check_unique(path, "metadata key", metadata.iter().map(|(k, _)| k))?;
     check_unique(path, "tensor name", tensors.iter().map(|(n, _)| n))?;
 
-    let file_name = path
-        .file_name()
-        .ok_or_else(|| GgufWriteError::NotAFile {
+    if path.file_name().is_none() {
+        return Err(GgufWriteError::NotAFile {
             path: path.to_path_buf(),
-        })?
-        .to_string_lossy()
-        .into_owned();
-    let dir = match path.parent() {
-        Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
-        _ => PathBuf::from("."),
-    };
+        });
+    }
     let io_err = |err| GgufWriteError::Io {
         path: path.to_path_buf(),
         err,
     };
-
-    let (tmp_path, file) = create_temp(&dir, &file_name).map_err(io_err)?;
-    let written = write_to(file, metadata, tensors).map_err(|e| match e {
-        WriteFail::Io(source) => io_err(source),
-        WriteFail::Encode(reason) => GgufWriteError::Encode {
-            path: path.to_path_buf(),
-            reason,
-        },
-    });
-    if let Err(e) = written {
-        let _ = std::fs::remove_file(&tmp_path);
-        return Err(e);
-    }
-    if let Err(source) = std::fs::rename(&tmp_path, path) {
-        let _ = std::fs::remove_file(&tmp_path);
-        return Err(io_err(source));
-    }
-    Ok(())
-}
-
-/// The name of the temporary file `write_gguf` uses for `file_name`; it starts with a dot so
-/// listings and globs skip it, and carries the process id so two writers never share one.
-fn temp_name(file_name: &str, n: u64) -> String {
-    format!(".{file_name}.{}-{n}.tmp", std::process::id())
-}
-
-fn create_temp(dir: &Path, file_name: &str) -> std::io::Result<(PathBuf, File)> {
-    static COUNTER: AtomicU64 = AtomicU64::new(0);
-    loop {
-        let tmp = dir.join(temp_name(
-            file_name,
-            COUNTER.fetch_add(1, Ordering::Relaxed),
-        ));
-        match OpenOptions::new().write(true).create_new(true).open(&tmp) {
-            Ok(f) => return Ok((tmp, f)),
-            // A stale file from a crashed run with a recycled pid: take the next number.
-            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => continue,
-            Err(e) => return Err(e),
-        }
-    }
-}
-
-enum WriteFail {
-    Io(std::io::Error),
-    Encode(String),
-}
-
-fn write_to(
-    file: File,
-    metadata: &[(String, Value)],
-    tensors: &[(String, QTensor)],
-) -> std::result::Result<(), WriteFail> {
+    let mut staged = StagedFile::create(path).map_err(io_err)?;
     let md: Vec<(&str, &Value)> = metadata.iter().map(|(k, v)| (k.as_str(), v)).collect();
     let ts: Vec<(&str, &QTensor)> = tensors.iter().map(|(n, t)| (n.as_str(), t)).collect();
-    let mut w = BufWriter::new(file);
-    gguf_file::write(&mut w, &md, &ts).map_err(|e| WriteFail::Encode(e.to_string()))?;
-    w.flush().map_err(WriteFail::Io)?;
-    let file = w.into_inner().map_err(|e| WriteFail::Io(e.into_error()))?;
-    // Data on disk before the rename makes it visible, or a crash could leave an empty file.
-    file.sync_all().map_err(WriteFail::Io)
+    gguf_file::write(staged.writer(), &md, &ts).map_err(|e| GgufWriteError::Encode {
+        path: path.to_path_buf(),
+        reason: e.to_string(),
+    })?;
+    staged.commit().map_err(io_err)
 }
 
 fn check_unique<'a>(

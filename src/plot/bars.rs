@@ -8,7 +8,7 @@ use std::path::Path;
 use plotters::prelude::*;
 use plotters::style::text_anchor::{HPos, Pos, VPos};
 
-use super::{register_fonts, temp_path, PlotError, FONT, TITLE_H, WIDTH};
+use super::{register_fonts, PlotError, FONT, TITLE_H, WIDTH};
 
 /// One panel: a y-axis caption and, per series, one value per label.
 pub struct BarPanel {
@@ -36,17 +36,15 @@ pub fn plot_bars(
         msg,
     };
     register_fonts().map_err(draw_err)?;
-    let tmp = temp_path(out).ok_or_else(|| draw_err("the output path has no file name".into()))?;
-    if let Err(e) = draw(title, labels, panels, &tmp) {
-        let _ = std::fs::remove_file(&tmp);
-        return Err(draw_err(e.to_string()));
-    }
-    std::fs::rename(&tmp, out).map_err(|source| {
-        let _ = std::fs::remove_file(&tmp);
-        PlotError::Write {
-            path: out.to_path_buf(),
-            source,
-        }
+    let staged = crate::atomic::StagedPath::new(out).map_err(|source| PlotError::Write {
+        path: out.to_path_buf(),
+        source,
+    })?;
+    let tmp = staged.path();
+    draw(title, labels, panels, tmp).map_err(|e| draw_err(e.to_string()))?;
+    staged.commit().map_err(|source| PlotError::Write {
+        path: out.to_path_buf(),
+        source,
     })
 }
 

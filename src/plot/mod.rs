@@ -18,7 +18,6 @@ pub mod metrics;
 use std::error::Error;
 use std::ops::Range;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::OnceLock;
 
 use plotters::prelude::*;
@@ -171,27 +170,16 @@ pub fn plot_run(metrics: &[MetricPoint], title: &str, out: &Path) -> Result<(), 
         msg,
     };
     register_fonts().map_err(draw_err)?;
-    let tmp = temp_path(out).ok_or_else(|| draw_err("the output path has no file name".into()))?;
-    if let Err(e) = draw(metrics, title, &tmp) {
-        let _ = std::fs::remove_file(&tmp);
-        return Err(draw_err(e.to_string()));
-    }
-    std::fs::rename(&tmp, out).map_err(|source| {
-        let _ = std::fs::remove_file(&tmp);
-        PlotError::Write {
-            path: out.to_path_buf(),
-            source,
-        }
+    let staged = crate::atomic::StagedPath::new(out).map_err(|source| PlotError::Write {
+        path: out.to_path_buf(),
+        source,
+    })?;
+    let tmp = staged.path();
+    draw(metrics, title, tmp).map_err(|e| draw_err(e.to_string()))?;
+    staged.commit().map_err(|source| PlotError::Write {
+        path: out.to_path_buf(),
+        source,
     })
-}
-
-/// `.name.<pid>.<n>.tmp.png` beside `out`: same folder so the rename cannot cross filesystems;
-/// ends in `.png` because the bitmap encoder picks the format from the extension.
-pub(crate) fn temp_path(out: &Path) -> Option<PathBuf> {
-    static COUNTER: AtomicUsize = AtomicUsize::new(0);
-    let name = out.file_name()?.to_string_lossy();
-    let n = COUNTER.fetch_add(1, Ordering::Relaxed);
-    Some(out.with_file_name(format!(".{name}.{}.{n}.tmp.png", std::process::id())))
 }
 
 fn draw(metrics: &[MetricPoint], title: &str, path: &Path) -> Result<(), Box<dyn Error>> {

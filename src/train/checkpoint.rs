@@ -42,28 +42,16 @@ pub fn write(
     let root = root(output);
     std::fs::create_dir_all(&root).with_context(|| format!("{}: cannot create", root.display()))?;
     let final_dir = root.join(name(state.step));
-    let tmp = root.join(format!(".{}.tmp-{}", name(state.step), std::process::id()));
-    let _ = std::fs::remove_dir_all(&tmp);
+    let staging = crate::atomic::Staging::new(&final_dir, true)?;
+    let tmp = staging.dir();
     let res = (|| -> Result<()> {
-        std::fs::create_dir_all(&tmp)?;
         peft::save(lora, &tmp.join("adapter"), base, None)?;
         opt.save(&tmp.join("optimizer.safetensors"))?;
         std::fs::write(tmp.join("state.json"), serde_json::to_string_pretty(state)?)?;
         Ok(())
     })();
-    if let Err(e) = res {
-        let _ = std::fs::remove_dir_all(&tmp);
-        return Err(e.context(format!(
-            "{}: writing the checkpoint failed",
-            final_dir.display()
-        )));
-    }
-    crate::atomic::replace_dir(&tmp, &final_dir).with_context(|| {
-        format!(
-            "{}: cannot move the checkpoint into place",
-            final_dir.display()
-        )
-    })?;
+    res.with_context(|| format!("{}: writing the checkpoint failed", final_dir.display()))?;
+    staging.commit()?;
     let all = list(output);
     if all.len() > keep {
         for (dir, _) in &all[..all.len() - keep] {

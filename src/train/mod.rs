@@ -456,7 +456,7 @@ pub fn run(recipe: &Recipe, opts: &Options) -> Result<Outcome> {
             );
         }
     }
-    std::fs::write(out_dir.join("recipe.yaml"), recipe.to_yaml())
+    crate::atomic::write_file(&out_dir.join("recipe.yaml"), recipe.to_yaml().as_bytes())
         .with_context(|| format!("{}: cannot write recipe.yaml", out_dir.display()))?;
     let metrics_path = out_dir.join("metrics.jsonl");
     truncate_metrics(&metrics_path, start_step)?;
@@ -702,7 +702,8 @@ fn truncate_metrics(path: &Path, keep_up_to: usize) -> Result<()> {
         })
         .map(|l| format!("{l}\n"))
         .collect();
-    std::fs::write(path, kept).with_context(|| format!("{}: cannot rewrite", path.display()))
+    crate::atomic::write_file(path, kept.as_bytes())
+        .with_context(|| format!("{}: cannot rewrite", path.display()))
 }
 
 fn write_metrics(

@@ -149,7 +149,7 @@ pub fn load_cached(
         .then_some((c.train, c.eval))
 }
 
-/// Write the values under `key` (temp file + rename).
+/// Write the values under `key` (durably: see `atomic`).
 pub fn store(
     dir: &Path,
     key: &str,
@@ -158,15 +158,13 @@ pub fn store(
 ) -> std::io::Result<PathBuf> {
     std::fs::create_dir_all(dir)?;
     let path = dir.join(format!("{key}.json"));
-    let tmp = dir.join(format!(".{key}.json.tmp-{}", std::process::id()));
     let text = serde_json::to_string(&CacheFile {
         key: key.to_string(),
         train: train.to_vec(),
         eval: eval.to_vec(),
     })
     .map_err(std::io::Error::other)?;
-    std::fs::write(&tmp, text)?;
-    std::fs::rename(&tmp, &path)?;
+    crate::atomic::write_file(&path, text.as_bytes())?;
     Ok(path)
 }
 
