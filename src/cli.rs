@@ -105,9 +105,11 @@ pub struct ExportArgs {
     /// Tensor type of the hf export.
     #[arg(long, value_enum, default_value = "bf16")]
     pub dtype: crate::export::HfDtype,
-    /// Types of the gguf export: base (each merged tensor back to its own type), or one of
-    /// f32, f16, bf16, q8_0, q4_0, q4_1, q5_0, q5_1, q2_k, q3_k, q4_k, q5_k, q6_k for every matrix.
-    #[arg(long, default_value = "base")]
+    /// Types of the gguf export: keep (untouched tensors as stored, each merged one the smallest
+    /// type from its base type up that keeps the adapter), base (each merged tensor back to its
+    /// own type), or one of f32, f16, bf16, q8_0, q4_0, q4_1, q5_0, q5_1, q2_k, q3_k, q4_k, q5_k,
+    /// q6_k for every matrix.
+    #[arg(long, default_value = "keep")]
     pub quant: crate::export::QuantChoice,
     /// hf only: write the base without the adapter (what PEFT applies the adapter to).
     #[arg(long)]
@@ -121,6 +123,13 @@ pub struct ExportArgs {
     /// Create the Hub repository as private.
     #[arg(long, requires = "push_to_hub")]
     pub private: bool,
+    /// Held-out pairs to score a merged export on (default: the run's data.eval, or its
+    /// data.eval_fraction split), read as --run's recipe reads data (else TRL's layouts).
+    #[arg(long, value_name = "FILE")]
+    pub eval_data: Option<PathBuf>,
+    /// At most this many held-out pairs are scored for the fidelity report (0: none).
+    #[arg(long, default_value_t = crate::export::fidelity::DEFAULT_PAIRS)]
+    pub fidelity_pairs: usize,
 }
 
 #[derive(Debug, Args)]

@@ -82,6 +82,25 @@ pub struct DataSection {
     pub truncation: Truncation,
 }
 
+impl DataSection {
+    /// `train: sources` with every other key at its default (what `--eval-data FILE` reads
+    /// without a run's recipe).
+    pub fn of(train: Sources) -> Self {
+        Self {
+            train,
+            eval: None,
+            format: Format::default(),
+            columns: None,
+            chat_template: None,
+            template_kwargs: Default::default(),
+            eval_fraction: 0.0,
+            max_length: d_max_length(),
+            max_prompt_length: None,
+            truncation: Truncation::default(),
+        }
+    }
+}
+
 /// Which end of a too-long prompt is kept (TRL's `truncation_mode`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]

@@ -6,6 +6,7 @@ mod common;
 
 use std::path::{Path, PathBuf};
 
+use candle_core::quantized::GgmlDType;
 use candle_core::{Device, Tensor};
 use common::{
     assert_user_error, lora_on_every_target, max_pair_diff, run, score, stderr, tiny_gguf,
@@ -140,9 +141,17 @@ fn exports_match(model: &Path, data: &Path, rank: usize, alpha: f64, rslora: boo
         "PEFT round trip changed the scores"
     );
 
-    // Merged GGUF in f32: base + adapter within 0.01 nats per sequence.
+    // Merged GGUF in f32: base + adapter within 0.01 nats per sequence, and its own fidelity
+    // report says so: the trained change kept, the same preferences.
     let g = t.path().join("gguf-f32");
-    export(model, &adapter, "gguf", &g, &["--quant", "f32"]);
+    let eval = ["--eval-data", data.to_str().unwrap()];
+    export(
+        model,
+        &adapter,
+        "gguf",
+        &g,
+        &[&["--quant", "f32"][..], &eval].concat(),
+    );
     let merged = score(&g.join("model.gguf"), None, data);
     let d = max_pair_diff(&merged, &with);
     eprintln!(
@@ -153,33 +162,134 @@ fn exports_match(model: &Path, data: &Path, rank: usize, alpha: f64, rslora: boo
         d < 0.01,
         "merged f32 GGUF differs from base + adapter by {d}"
     );
+    let f32_fidelity = fidelity(&g);
+    eprintln!("f32 fidelity {f32_fidelity}");
+    assert_eq!(f32_fidelity["pairs"], with.len());
+    assert!(
+        (f32_fidelity["kept"].as_f64().unwrap() - 1.0).abs() < 1e-3,
+        "an f32 merge keeps the trained change: {f32_fidelity}"
+    );
+    assert_eq!(f32_fidelity["agreement"], 1.0);
+    let card = front_matter(&g.join("README.md"));
+    assert_eq!(card["library_name"], "gguf");
+    assert_eq!(card["base_model_relation"], "finetune");
+    assert!(card["base_model"].as_str().is_some_and(|s| !s.is_empty()));
+    for tag in ["dpo", "lora", "gguf"] {
+        assert!(
+            card["tags"].as_array().unwrap().iter().any(|t| t == tag),
+            "tag {tag} missing: {card}"
+        );
+    }
+    let text = std::fs::read_to_string(g.join("README.md")).unwrap();
+    assert!(text.contains("trained change kept"), "{text}");
+    assert!(text.contains("llama-cli -m"), "{text}");
+
+    // The merged Hugging Face folder in f32, read back from its safetensors (the layout
+    // conversions undone): the same fidelity.
+    let h = t.path().join("hf-f32");
+    export(
+        model,
+        &adapter,
+        "hf",
+        &h,
+        &[&["--dtype", "f32"][..], &eval].concat(),
+    );
+    let hf_fidelity = fidelity(&h);
+    assert!(
+        (hf_fidelity["kept"].as_f64().unwrap() - 1.0).abs() < 1e-3,
+        "an f32 hf merge keeps the trained change: {hf_fidelity}"
+    );
+    assert_eq!(hf_fidelity["agreement"], 1.0);
+    assert_eq!(
+        front_matter(&h.join("README.md"))["library_name"],
+        "transformers"
+    );
+    assert!(!h.join(".read-back.gguf").exists());
 
     // Merged GGUF re-quantized to the base's types: the shift is measured and reported.
     let gb = t.path().join("gguf-base");
-    let log = export(model, &adapter, "gguf", &gb, &[]);
-    assert!(log.contains("cosine"), "no re-quantization report: {log}");
+    let log = export(model, &adapter, "gguf", &gb, &["--quant", "base"]);
+    assert!(
+        log.contains("along its direction"),
+        "no re-quantization report: {log}"
+    );
     let requant = score(&gb.join("model.gguf"), None, data);
     eprintln!(
         "{}: merged at base types vs base + adapter: max |Δ| {:.3} nats (adapter's own shift {shift:.3}); {}",
         model.display(),
         max_pair_diff(&requant, &with),
-        log.lines().find(|l| l.contains("cosine")).unwrap_or("").trim()
+        log.lines().find(|l| l.contains("along its direction")).unwrap_or("").trim()
     );
-    let types = |f: &Path| {
-        let g = GgufFile::open(f).unwrap();
-        let mut v: Vec<_> = g
-            .content
-            .tensor_infos
-            .iter()
-            .map(|(n, i)| (n.clone(), i.ggml_dtype))
-            .collect();
-        v.sort_by(|a, b| a.0.cmp(&b.0));
-        v
-    };
     assert_eq!(
         types(&gb.join("model.gguf")),
         types(model),
         "--quant base changed tensor types"
+    );
+
+    // --quant keep (the default): what the adapter does not touch is the base byte for byte;
+    // what it touches never drops below its base type.
+    let gk = t.path().join("gguf-keep");
+    let log = export(model, &adapter, "gguf", &gk, &eval);
+    assert!(log.contains("quant keep"), "{log}");
+    let (b, k) = (
+        GgufFile::open(model).unwrap(),
+        GgufFile::open(gk.join("model.gguf")).unwrap(),
+    );
+    let n_layer = b
+        .get_usize(&format!(
+            "{}.block_count",
+            b.get_str("general.architecture").unwrap()
+        ))
+        .unwrap();
+    let (mut same, mut raised) = (0, 0);
+    for (name, base_type) in types(model) {
+        let kept_type = k.content.tensor_infos[&name].ggml_dtype;
+        if dpo_lora::export::gguf::linear_of(&name, n_layer).is_some() {
+            assert!(
+                bits(kept_type) >= bits(base_type),
+                "{name}: keep chose {kept_type:?} below the base's {base_type:?}"
+            );
+            raised += usize::from(kept_type != base_type);
+        } else {
+            assert_eq!(kept_type, base_type, "{name}: untouched but retyped");
+            assert_eq!(
+                raw(&k, &name),
+                raw(&b, &name),
+                "{name}: untouched but changed"
+            );
+            same += 1;
+        }
+    }
+    eprintln!(
+        "keep: {same} tensors copied, {raised} merged tensors raised; {}",
+        fidelity(&gk)
+    );
+    assert!(same > 0);
+    // (How much of the behaviour keep holds is measured on trained adapters, README: a random
+    // adapter's change is too small beside re-quantization noise to be read here.)
+
+    // A deliberately lossy export: a small adapter re-quantized to q4_0 is mostly rounding
+    // noise, and the report says so.
+    let small = t.path().join("small-adapter");
+    random_adapter(model, &small, rank, alpha, rslora, 0.002);
+    let gq = t.path().join("gguf-q4_0");
+    let log = export(
+        model,
+        &small,
+        "gguf",
+        &gq,
+        &[&["--quant", "q4_0"][..], &eval].concat(),
+    );
+    let lossy = fidelity(&gq);
+    eprintln!("small adapter at q4_0: {lossy}");
+    assert!(
+        log.contains("warning: this export does not do what training taught"),
+        "no warning: {log}"
+    );
+    assert!(
+        lossy["mean_abs_delta"].as_f64().unwrap()
+            > 10.0 * f32_fidelity["mean_abs_delta"].as_f64().unwrap(),
+        "{lossy}"
     );
 
     // llama.cpp LoRA: its B·A equals what the merged file added.
@@ -193,6 +303,52 @@ fn exports_match(model: &Path, data: &Path, rank: usize, alpha: f64, rslora: boo
             linear,
         );
     }
+}
+
+/// Each tensor's name and stored type, sorted by name.
+fn types(f: &Path) -> Vec<(String, GgmlDType)> {
+    let g = GgufFile::open(f).unwrap();
+    let mut v: Vec<_> = g
+        .content
+        .tensor_infos
+        .iter()
+        .map(|(n, i)| (n.clone(), i.ggml_dtype))
+        .collect();
+    v.sort_by(|a, b| a.0.cmp(&b.0));
+    v
+}
+
+fn bits(t: GgmlDType) -> f64 {
+    dpo_lora::export::quant::bits_per_weight(t)
+}
+
+/// A tensor's bytes as stored.
+fn raw(f: &GgufFile, name: &str) -> Vec<u8> {
+    let shape = f.tensor_shape(name).unwrap().to_vec();
+    f.tensor(name, &shape, &Device::Cpu)
+        .unwrap()
+        .data()
+        .unwrap()
+        .into_owned()
+}
+
+/// An export's fidelity.json.
+fn fidelity(dir: &Path) -> serde_json::Value {
+    let p = dir.join("fidelity.json");
+    serde_json::from_str(
+        &std::fs::read_to_string(&p).unwrap_or_else(|e| panic!("{}: {e}", p.display())),
+    )
+    .unwrap()
+}
+
+/// The YAML front matter of a model card, parsed.
+fn front_matter(card: &Path) -> serde_json::Value {
+    let text = std::fs::read_to_string(card).unwrap();
+    let body = text.strip_prefix("---\n").expect("a card starts with ---");
+    let (yaml, _) = body
+        .split_once("\n---\n")
+        .expect("front matter ends with ---");
+    serde_saphyr::from_str(yaml).unwrap_or_else(|e| panic!("front matter is not YAML: {e}\n{yaml}"))
 }
 
 fn plain_records(dir: &Path) -> PathBuf {

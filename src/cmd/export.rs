@@ -1,18 +1,22 @@
 //! `dpo-lora export (--run DIR | --model PATH [--adapter DIR]) --format F --out DIR`.
 
-use std::path::PathBuf;
+use std::io::IsTerminal;
+use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result};
 
 use crate::cli::ExportArgs;
-use crate::export::{self, hub, Options, Provenance};
-use crate::recipe::Recipe;
+use crate::data::Sources;
+use crate::export::{self, hub, HeldOut, Options, Provenance};
+use crate::recipe::{DataSection, Recipe};
 use crate::session::Loaded;
+use crate::train::sets;
 
 pub fn run(a: ExportArgs) -> Result<()> {
     let command = command_line();
     // A run's recipe may have trained with another chat template (`data.chat_template`).
     let mut template = None;
+    let mut run_recipe = None;
     let (model, adapter, prov) = match &a.run {
         Some(dir) => {
             let recipe_path = dir.join("recipe.yaml");
@@ -31,6 +35,7 @@ pub fn run(a: ExportArgs) -> Result<()> {
                 recipe.data.chat_template.clone(),
                 recipe.data.template_kwargs.clone(),
             ));
+            run_recipe = Some((recipe.clone(), dir.clone()));
             (
                 recipe.model.path.clone(),
                 Some(adapter),
@@ -74,7 +79,16 @@ pub fn run(a: ExportArgs) -> Result<()> {
         )?),
         _ => None,
     };
-    export_one(&base, lora.as_ref(), &prov, &opts, &a.out)?;
+    let held = match &lora {
+        Some(_) => held_out(
+            run_recipe.as_ref().map(|(r, d)| (r, d.as_path())),
+            a.eval_data.as_deref(),
+            &base,
+            a.fidelity_pairs,
+        )?,
+        None => None,
+    };
+    export_one(&base, lora.as_ref(), &prov, &opts, held.as_ref(), &a.out)?;
     if let Some(repo) = &a.push_to_hub {
         push(&a.out, repo, a.private)?;
     }
@@ -92,15 +106,74 @@ pub fn use_run_template(
         .map_err(|e| anyhow::anyhow!("data.chat_template: {e}"))
 }
 
+/// The held-out pairs merged exports are scored on (at most `max`; 0: none): `eval_data` when
+/// given (read as the run's recipe reads data, else with the defaults), else the run's own
+/// held-out set; `None` when there is none (the export then says its fidelity is not measured).
+pub fn held_out(
+    run: Option<(&Recipe, &Path)>,
+    eval_data: Option<&Path>,
+    base: &Loaded,
+    max: usize,
+) -> Result<Option<HeldOut>> {
+    if max == 0 {
+        return Ok(None);
+    }
+    let data = match (eval_data, run) {
+        (Some(f), Some((r, _))) => DataSection {
+            eval: Some(Sources::one(f.to_string_lossy())),
+            ..r.data.clone()
+        },
+        (Some(f), None) => DataSection {
+            eval: Some(Sources::one(f.to_string_lossy())),
+            ..DataSection::of(Sources::one(f.to_string_lossy()))
+        },
+        (None, Some((r, _))) => r.data.clone(),
+        (None, None) => return Ok(None),
+    };
+    let seed = run.map_or(0, |(r, _)| r.train.seed);
+    let progress = std::io::stderr().is_terminal();
+    let key = if eval_data.is_some() {
+        "--eval-data"
+    } else {
+        "data.eval"
+    };
+    let reader = sets::Reader {
+        loaded: base,
+        seed,
+        cache_dir: run.map(|(_, d)| d),
+        progress,
+    };
+    let Some(set) = reader.held_out(&data).context(key)? else {
+        return Ok(None);
+    };
+    let total = set.pairs.len();
+    let mut pairs = set.pairs;
+    pairs.truncate(max);
+    let what = data.eval.as_ref().map_or_else(
+        || format!("{} (the data.eval_fraction split)", data.train),
+        |e| e.to_string(),
+    );
+    Ok(Some(HeldOut {
+        data: if pairs.len() < total {
+            format!("{what}, first {} of {total}", pairs.len())
+        } else {
+            what
+        },
+        pairs,
+        progress,
+    }))
+}
+
 /// Export and print what was written (used by `export` and by `run` for `output.export`).
 pub fn export_one(
     base: &Loaded,
     lora: Option<&crate::model::Lora>,
     prov: &Provenance,
     opts: &Options,
+    held: Option<&HeldOut>,
     out: &std::path::Path,
 ) -> Result<()> {
-    let report = export::export(base, lora, prov, opts, out)?;
+    let report = export::export(base, lora, prov, opts, held, out)?;
     eprintln!("exported {} to {}", opts.format.name(), out.display());
     for n in &report.notes {
         eprintln!("  {n}");

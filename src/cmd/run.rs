@@ -83,6 +83,21 @@ fn export_all(recipe: &Recipe, adapter: &std::path::Path) -> Result<()> {
     let lora = crate::model::peft::load(adapter, &base.model, &candle_core::Device::Cpu)?;
     let prov =
         crate::export::Provenance::from_run(&recipe.output.dir, super::export::command_line());
+    let merged = recipe.output.export.iter().any(|s| {
+        matches!(
+            s.format,
+            crate::export::Format::Gguf | crate::export::Format::Hf
+        )
+    });
+    let held = match merged {
+        true => super::export::held_out(
+            Some((recipe, recipe.output.dir.as_path())),
+            None,
+            &base,
+            crate::export::fidelity::DEFAULT_PAIRS,
+        )?,
+        false => None,
+    };
     for spec in &recipe.output.export {
         let out = recipe.output.dir.join("export").join(spec.dir_name());
         let opts = crate::export::Options {
@@ -92,7 +107,7 @@ fn export_all(recipe: &Recipe, adapter: &std::path::Path) -> Result<()> {
             base_only: spec.base_only,
             force: true,
         };
-        super::export::export_one(&base, Some(&lora), &prov, &opts, &out)?;
+        super::export::export_one(&base, Some(&lora), &prov, &opts, held.as_ref(), &out)?;
         if let Some(repo) = &spec.push_to_hub {
             super::export::push(&out, repo, spec.private)?;
         }

@@ -1,7 +1,9 @@
 //! The model card (`README.md`) of an export folder: where it came from and how it was made.
 //!
-//! Owns: [`Provenance`] (the command, the run's recipe and final metrics) and the card text with
-//! the Hub's YAML front matter (`base_model`, `library_name`, `tags`).
+//! Owns: [`Provenance`] (the command, the run's recipe and final metrics) and the card text: the
+//! Hub's YAML front matter (`base_model`, `base_model_relation`, `library_name`, `license` from
+//! the GGUF's `general.license`, `datasets` from the recipe's Hub sources, `tags`), the export's
+//! notes, the fidelity table, the final metrics, how to run it, and the recipe.
 
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
@@ -96,18 +98,49 @@ fn render(
     report: &Report,
 ) -> String {
     let id = base_model_id(base);
-    let library = match opts.format {
-        Format::Peft => "peft",
-        Format::Hf => "transformers",
-        Format::Gguf | Format::GgufLora => "gguf",
+    let recipe: Option<crate::recipe::Recipe> = prov
+        .recipe_yaml
+        .as_deref()
+        .and_then(|y| serde_saphyr::from_str(y).ok());
+    let merged = lora.is_some() && matches!(opts.format, Format::Hf | Format::Gguf);
+    let (library, relation) = match opts.format {
+        Format::Peft => ("peft", "adapter"),
+        Format::GgufLora => ("gguf", "adapter"),
+        Format::Hf if lora.is_none() => ("transformers", "quantized"),
+        Format::Hf => ("transformers", "finetune"),
+        Format::Gguf => ("gguf", "finetune"),
     };
     let mut s = String::new();
-    let _ = writeln!(
-        s,
-        "---\nbase_model: {}\nlibrary_name: {library}",
-        yaml_str(&id)
-    );
-    let _ = writeln!(s, "tags:\n- dpo\n- lora\n- dpo-lora\n---\n");
+    let _ = writeln!(s, "---\nbase_model: {}", yaml_str(&id));
+    let _ = writeln!(s, "base_model_relation: {relation}");
+    let _ = writeln!(s, "library_name: {library}");
+    if let Ok(Some(l)) = base.file.opt_str("general.license") {
+        let _ = writeln!(s, "license: {}", yaml_str(l));
+    }
+    let datasets = recipe.as_ref().map(hub_datasets).unwrap_or_default();
+    if !datasets.is_empty() {
+        let _ = writeln!(s, "datasets:");
+        for d in &datasets {
+            let _ = writeln!(s, "- {}", yaml_str(d));
+        }
+    }
+    let _ = writeln!(s, "pipeline_tag: text-generation");
+    let mut tags = vec!["dpo", "lora", "dpo-lora"];
+    if matches!(opts.format, Format::Gguf | Format::GgufLora) {
+        tags.push("gguf");
+    }
+    if opts.format == Format::Peft {
+        tags.push("peft");
+    }
+    if let Some(r) = &recipe {
+        tags.push(r.loss.kind.name());
+    }
+    tags.dedup();
+    let _ = writeln!(s, "tags:");
+    for t in tags {
+        let _ = writeln!(s, "- {}", yaml_str(t));
+    }
+    let _ = writeln!(s, "---\n");
     let what = match (opts.format, lora.is_some()) {
         (Format::Hf, false) => "the base model, unmerged",
         (Format::Peft, _) => "a PEFT LoRA adapter",
@@ -134,13 +167,23 @@ fn render(
             targets.join(", ")
         );
     }
-    if let Some(y) = &prov.recipe_yaml {
-        if let Some(data) = data_lines(y) {
-            let _ = writeln!(s, "- Training data: {data}");
-        }
+    if let Some(r) = &recipe {
+        let _ = writeln!(s, "- Training data: {}", data_line(r));
     }
     for n in &report.notes {
         let _ = writeln!(s, "- Export: {n}");
+    }
+    if let Some(f) = &report.fidelity {
+        let _ = writeln!(
+            s,
+            "\n## Fidelity: what the merged weights keep\n\n{}",
+            f.markdown()
+        );
+    } else if merged {
+        let _ = writeln!(
+            s,
+            "\n## Fidelity\n\nNot measured (no held-out pairs were given to the export)."
+        );
     }
     if let Some(m) = &prov.final_metrics {
         let _ = writeln!(s, "\n## Final metrics\n\n| metric | value |\n|---|---|");
@@ -148,6 +191,11 @@ fn render(
             let _ = writeln!(s, "| {k} | {v} |");
         }
     }
+    let _ = writeln!(
+        s,
+        "\n## How to use it\n\n{}",
+        usage(opts.format, lora.is_some(), &id, base)
+    );
     let _ = writeln!(s, "\n## How it was made\n\n```sh\n{}\n```", prov.command);
     if let Some(y) = &prov.recipe_yaml {
         let _ = writeln!(
@@ -159,13 +207,51 @@ fn render(
     s
 }
 
-/// `data.train` / `data.eval` of a resolved recipe, for the card.
-fn data_lines(yaml: &str) -> Option<String> {
-    let r: crate::recipe::Recipe = serde_saphyr::from_str(yaml).ok()?;
-    Some(match &r.data.eval {
+/// How to run the export, with the tools people run each format in.
+fn usage(format: Format, adapter: bool, id: &str, base: &Loaded) -> String {
+    let here = "path/to/this/folder";
+    match (format, adapter) {
+        (Format::Peft, _) => format!(
+            "With transformers and PEFT:\n\n```python\nfrom transformers import AutoModelForCausalLM, AutoTokenizer\nfrom peft import PeftModel\n\nbase = AutoModelForCausalLM.from_pretrained(\"{id}\")\nmodel = PeftModel.from_pretrained(base, \"{here}\")\ntokenizer = AutoTokenizer.from_pretrained(\"{id}\")\n```\n\nOr with dpo-lora on the GGUF base: `dpo-lora generate --model {} --adapter {here} --chat \"Hello\"`.",
+            file_name(&base.path)
+        ),
+        (Format::Hf, _) => format!(
+            "With transformers:\n\n```python\nfrom transformers import AutoModelForCausalLM, AutoTokenizer\n\nmodel = AutoModelForCausalLM.from_pretrained(\"{here}\")\ntokenizer = AutoTokenizer.from_pretrained(\"{here}\")\nmessages = [{{\"role\": \"user\", \"content\": \"Hello\"}}]\nids = tokenizer.apply_chat_template(messages, add_generation_prompt=True, return_tensors=\"pt\")\nprint(tokenizer.decode(model.generate(ids, max_new_tokens=64)[0]))\n```"
+        ),
+        (Format::Gguf, _) => format!(
+            "With llama.cpp (or Ollama, LM Studio):\n\n```sh\nllama-cli -m {here}/{} -cnv -p \"Hello\"\n```\n\nWith llama-cpp-python: `Llama(model_path=\"{here}/{}\").create_chat_completion(messages=[...])`.",
+            super::gguf::FILE,
+            super::gguf::FILE
+        ),
+        (Format::GgufLora, _) => format!(
+            "With llama.cpp, on the base GGUF it was trained on:\n\n```sh\nllama-cli -m {} --lora {here}/{} -cnv -p \"Hello\"\n```",
+            file_name(&base.path),
+            super::gguf_lora::FILE
+        ),
+    }
+}
+
+/// The Hub data sets (`hf:datasets/OWNER/NAME`) a recipe trained or evaluated on.
+fn hub_datasets(r: &crate::recipe::Recipe) -> Vec<String> {
+    let mut out: Vec<String> = r
+        .data
+        .train
+        .0
+        .iter()
+        .chain(r.data.eval.iter().flat_map(|e| e.0.iter()))
+        .filter_map(|s| crate::data::hub::HubDataset::parse(&s.path)?.ok())
+        .map(|d| d.repo)
+        .collect();
+    out.dedup();
+    out
+}
+
+/// `data.train` / `data.eval` of a recipe, for the card.
+fn data_line(r: &crate::recipe::Recipe) -> String {
+    match &r.data.eval {
         Some(e) => format!("`{}` (held out: `{}`)", r.data.train, e),
         None => format!("`{}`", r.data.train),
-    })
+    }
 }
 
 fn file_name(p: &Path) -> String {

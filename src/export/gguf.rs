@@ -1,9 +1,11 @@
 //! The merged model as one GGUF file, for llama.cpp / Ollama / LM Studio.
 //!
 //! Owns: copying the base's metadata and tensors, merging the adapter into each adapted linear
-//! (in llama.cpp's row order), and re-quantizing: to the tensor's own base type (`--quant base`,
-//! untouched tensors copied byte for byte) or every matrix to one type. What re-quantizing costs
-//! the adapter is measured ([`RequantStats`]) and reported.
+//! (in llama.cpp's row order), and re-quantizing: `--quant keep` (untouched tensors copied byte
+//! for byte, each merged tensor the smallest type from its base type upwards that keeps the
+//! adapter's change, [`KEEP_GAIN`]), `--quant base` (merged tensors back to their base type) or
+//! every matrix to one type. What re-quantizing costs the adapter is measured per tensor
+//! ([`RequantStats`]); what it costs the behaviour is `fidelity`'s.
 
 use std::path::Path;
 
@@ -18,9 +20,10 @@ use crate::gguf::write::write_gguf;
 use crate::model::{Lora, Target};
 use crate::session::Loaded;
 
-/// Below this cosine between the merged change and the adapter, the export warns that the
-/// adapter did not survive re-quantization (measured: Q4_1 0.07, Q4_K_M mix 0.09, Q8_0 0.4-0.9).
-const LOST: f64 = 0.5;
+/// `--quant keep` takes the first type of a merged tensor's ladder whose re-quantization keeps
+/// at least this share of the adapter's change to it, along the adapter's direction
+/// ([`RequantStats::gain`]). Checked against behaviour (`fidelity`) in the README's export table.
+pub const KEEP_GAIN: f64 = 0.9;
 
 /// The file name inside the export folder.
 pub const FILE: &str = "model.gguf";
@@ -46,6 +49,7 @@ pub fn write(
         (!a.starts_with("general."), a).cmp(&(!b.starts_with("general."), b))
     });
     if let QuantChoice::All(t) = q {
+        // One type for every matrix; `keep` and `base` mix types, as the base file may.
         set(
             &mut metadata,
             "general.file_type",
@@ -69,6 +73,7 @@ pub fn write(
 
     let mut stats = RequantStats::default();
     let mut fallbacks: Vec<String> = Vec::new();
+    let mut chosen: std::collections::BTreeMap<String, usize> = Default::default();
     let mut tensors: Vec<(String, QTensor)> = Vec::new();
     for tname in f.tensor_names() {
         let target = linear_of(tname, c.n_layer);
@@ -83,17 +88,15 @@ pub fn write(
             .context("tensor directory")?
             .ggml_dtype;
         let shape = f.tensor_shape(tname).context("tensor directory")?.to_vec();
-        let want = match (q, shape.len()) {
-            (QuantChoice::Base, _) | (_, 1) => stored,
-            (QuantChoice::All(t), _) => t,
-        };
-        let qt = match delta {
-            None if want == stored => merge::read_q(f, tname)?,
-            None => {
+        let cols = *shape.last().unwrap_or(&1);
+        let qt = match (delta, q) {
+            (None, QuantChoice::Keep | QuantChoice::Base) => merge::read_q(f, tname)?,
+            (None, QuantChoice::All(_)) if shape.len() == 1 => merge::read_q(f, tname)?,
+            (None, QuantChoice::All(t)) => {
                 let w = merge::read_f32(f, tname)?;
-                requantize(&w.to_tensor()?, want, tname, &mut fallbacks)?
+                requantize(&w.to_tensor()?, t, tname, &mut fallbacks)?
             }
-            Some(d) => {
+            (Some(d), q) => {
                 let w = merge::read_f32(f, tname)?;
                 let mut merged = w.data.clone();
                 merge::add_into(&mut merged, &d, tname)?;
@@ -102,29 +105,52 @@ pub fn write(
                     shape.as_slice(),
                     &candle_core::Device::Cpu,
                 )?;
-                let qt = requantize(&m, want, tname, &mut fallbacks)?;
-                let back = qt
-                    .dequantize(&candle_core::Device::Cpu)?
-                    .flatten_all()?
-                    .to_vec1::<f32>()?;
-                stats.add(&w.data, &d, &back);
+                let tries = match q {
+                    QuantChoice::Keep => quant::ladder(stored, cols),
+                    QuantChoice::Base => vec![stored],
+                    QuantChoice::All(t) => vec![t],
+                };
+                let mut last = None;
+                for (i, &t) in tries.iter().enumerate() {
+                    let qt = requantize(&m, t, tname, &mut fallbacks)?;
+                    let back = qt
+                        .dequantize(&candle_core::Device::Cpu)?
+                        .flatten_all()?
+                        .to_vec1::<f32>()?;
+                    let mut one = RequantStats::default();
+                    one.add(&w.data, &d, &back);
+                    last = Some((qt, one));
+                    if i + 1 == tries.len() || one.gain() >= KEEP_GAIN {
+                        break;
+                    }
+                }
+                let (qt, one) = last.context("no type to try")?;
+                stats.merge(&one);
+                *chosen.entry(quant::type_name(qt.dtype())).or_default() += 1;
                 qt
             }
         };
         tensors.push((tname.to_string(), qt));
     }
     write_gguf(&dir.join(FILE), &metadata, &tensors)?;
-    report.notes.push(format!("quant {q}: {}", stats.summary()));
-    if stats.tensors > 0 && stats.retained_cosine() < LOST {
-        let finer = match q {
-            QuantChoice::All(GgmlDType::Q8_0) => "f16 or f32",
-            _ => "q8_0 or f16",
-        };
-        report.notes.push(format!(
-            "warning: re-quantizing to {q} loses most of the adapter (it is smaller than the quantization step); for the trained behaviour use --quant {finer}, or --format gguf-lora"
-        ));
-    }
+    let size = std::fs::metadata(dir.join(FILE))
+        .map(|m| m.len())
+        .unwrap_or(0);
+    let types: Vec<String> = chosen.iter().map(|(t, n)| format!("{n} {t}")).collect();
+    report.notes.push(format!(
+        "quant {q}: merged tensors as {}; {}",
+        types.join(", "),
+        stats.summary()
+    ));
+    report.notes.push(format!(
+        "size {:.1} MB, {:.2}x the base file ({:.1} MB)",
+        size as f64 / 1e6,
+        size as f64 / f.file_size.max(1) as f64,
+        f.file_size as f64 / 1e6
+    ));
     if !fallbacks.is_empty() {
+        fallbacks.sort();
+        fallbacks.dedup();
         report.notes.push(format!(
             "{} tensors took a fallback type (k-quants need rows of 256): {}",
             fallbacks.len(),
@@ -132,6 +158,15 @@ pub fn write(
         ));
     }
     Ok(())
+}
+
+/// The written `model.gguf` in `dir`, loaded for scoring.
+pub fn read_back(dir: &Path) -> Result<crate::model::Model> {
+    let g = crate::gguf::GgufFile::open(dir.join(FILE))?;
+    Ok(crate::model::Model::load(
+        &g,
+        &crate::model::Execution::cpu(),
+    )?)
 }
 
 fn requantize(

@@ -204,3 +204,73 @@ fn pad_id(base: &Loaded) -> Option<u64> {
         .flatten()
         .map(|x| x as u64)
 }
+
+/// The model a written `model.safetensors` holds, loaded for scoring: each tensor read back from
+/// the file, put back in llama.cpp's layout (the conversions above undone) and kept at the
+/// exported precision (matrices as `dtype`, vectors f32 as the model computes them), through a
+/// scratch GGUF in `dir` that is removed once loaded.
+pub fn read_back(base: &Loaded, dtype: HfDtype, dir: &Path) -> Result<crate::model::Model> {
+    use candle_core::quantized::{GgmlDType, QTensor};
+    use candle_core::Device;
+    let f = &base.file;
+    let c = &base.model.config;
+    let st = dir.join("model.safetensors");
+    let mut written = candle_core::safetensors::load(&st, &Device::Cpu)
+        .with_context(|| format!("{}: reading it back", st.display()))?;
+    let matrix_type = match dtype {
+        HfDtype::Bf16 => GgmlDType::BF16,
+        HfDtype::F16 => GgmlDType::F16,
+        HfDtype::F32 => GgmlDType::F32,
+    };
+    let mut tensors = Vec::new();
+    for name in f.tensor_names() {
+        let hf = names::hf_tensor(c, name)
+            .with_context(|| format!("`{name}` has no Hugging Face name"))?;
+        let t = written
+            .remove(&hf.name)
+            .with_context(|| format!("{}: no tensor `{}`", st.display(), hf.name))?;
+        let shape = f.tensor_shape(name).context("tensor directory")?.to_vec();
+        let mut data = t
+            .to_dtype(candle_core::DType::F32)?
+            .flatten_all()?
+            .to_vec1::<f32>()?;
+        match hf.conversion {
+            Conversion::None => {}
+            Conversion::UnpermuteRows { n_head } => {
+                let cols = if shape.len() == 1 {
+                    1
+                } else {
+                    shape[shape.len() - 1]
+                };
+                data = names::permute_rows(&data, cols, &names::permute_qk(n_head, c.head_dim));
+            }
+            Conversion::NormShift => data.iter_mut().for_each(|x| *x += 1.0),
+        }
+        let t = candle_core::Tensor::from_vec(data, shape.as_slice(), &Device::Cpu)?;
+        let ty = if shape.len() == 1 {
+            GgmlDType::F32
+        } else {
+            matrix_type
+        };
+        tensors.push((name.to_string(), QTensor::quantize(&t, ty)?));
+    }
+    let metadata: Vec<_> = f
+        .metadata()
+        .iter()
+        .filter(|(k, _)| k.as_str() != "general.alignment")
+        .map(|(k, v)| (k.clone(), v.clone()))
+        .collect();
+    let scratch = dir.join(".read-back.gguf");
+    crate::gguf::write::write_gguf(&scratch, &metadata, &tensors)?;
+    drop(tensors);
+    let loaded = crate::gguf::GgufFile::open(&scratch)
+        .map_err(anyhow::Error::from)
+        .and_then(|g| {
+            Ok(crate::model::Model::load(
+                &g,
+                &crate::model::Execution::cpu(),
+            )?)
+        });
+    let _ = std::fs::remove_file(&scratch);
+    loaded
+}

@@ -116,8 +116,6 @@ pub struct RequantStats {
     err2: f64,
     /// Σ ||Δ||².
     delta2: f64,
-    /// Σ ||Q(W + Δ) − W||².
-    kept2: f64,
     /// Σ ⟨Q(W + Δ) − W, Δ⟩.
     dot: f64,
 }
@@ -132,7 +130,6 @@ impl RequantStats {
             self.err2 += e * e;
             self.delta2 += d * d;
             let k = q - w;
-            self.kept2 += k * k;
             self.dot += k * d;
         }
     }
@@ -142,18 +139,27 @@ impl RequantStats {
         (self.err2 / self.delta2.max(f64::MIN_POSITIVE)).sqrt()
     }
 
-    /// Cosine between the change the merged file makes (Q(W+Δ) − W) and the adapter Δ:
-    /// 1 = the adapter survives intact, 0 = only noise is left.
-    pub fn retained_cosine(&self) -> f64 {
-        self.dot / (self.kept2 * self.delta2).sqrt().max(f64::MIN_POSITIVE)
+    /// The share of the adapter the merged file keeps along the adapter's own direction:
+    /// ⟨Q(W+Δ) − W, Δ⟩ / ||Δ||². 1 = kept (whatever rounding noise lies across it), 0 = the
+    /// re-quantization rounded the change away (a small Δ on a coarse grid W already sits on).
+    pub fn gain(&self) -> f64 {
+        self.dot / self.delta2.max(f64::MIN_POSITIVE)
+    }
+
+    /// Add another tensor's (or set's) sums.
+    pub fn merge(&mut self, o: &RequantStats) {
+        self.tensors += o.tensors;
+        self.err2 += o.err2;
+        self.delta2 += o.delta2;
+        self.dot += o.dot;
     }
 
     pub fn summary(&self) -> String {
         format!(
-            "re-quantized {} merged tensors: error {:.2}x the adapter's norm, adapter direction kept with cosine {:.3}",
+            "over {} merged tensors the re-quantized weights keep {:.1} % of the adapter's change along its direction, with rounding noise {:.2}x the adapter's norm",
             self.tensors,
-            self.relative_error(),
-            self.retained_cosine()
+            100.0 * self.gain(),
+            self.relative_error()
         )
     }
 }
@@ -170,10 +176,10 @@ mod tests {
         let mut s = RequantStats::default();
         s.add(&w, &d, &exact);
         assert!(s.relative_error() < 1e-6);
-        assert!((s.retained_cosine() - 1.0).abs() < 1e-6);
+        assert!((s.gain() - 1.0).abs() < 1e-6);
         let mut lost = RequantStats::default();
         lost.add(&w, &d, &w);
         assert!((lost.relative_error() - 1.0).abs() < 1e-6);
-        assert!(lost.retained_cosine().abs() < 1e-6);
+        assert!(lost.gain().abs() < 1e-6);
     }
 }

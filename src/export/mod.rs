@@ -15,6 +15,7 @@
 //! llama's Q/K rows back into llama.cpp's order, the Hugging Face writer undoes gemma's norm shift.
 
 pub mod card;
+pub mod fidelity;
 pub mod gguf;
 pub mod gguf_lora;
 pub mod hf;
@@ -85,20 +86,32 @@ pub struct Options {
     pub force: bool,
 }
 
+/// Held-out pairs a merged export is scored on (see `fidelity`).
+pub struct HeldOut {
+    pub pairs: Vec<crate::data::batch::TrainPair>,
+    /// Where they came from, for the report.
+    pub data: String,
+    pub progress: bool,
+}
+
 /// What an export wrote and what it measured.
 #[derive(Debug, Default)]
 pub struct Report {
     pub files: Vec<(String, u64)>,
     /// Lines for the log (and the model card): conversions made, re-quantization cost.
     pub notes: Vec<String>,
+    /// What the merged weights keep of the trained behaviour, when held-out pairs were given.
+    pub fidelity: Option<fidelity::Fidelity>,
 }
 
-/// Export `base` (+ `lora`) as `opts.format` into `out`.
+/// Export `base` (+ `lora`) as `opts.format` into `out`; a merged export (`hf` with an
+/// adapter, `gguf`) is scored on `held` when given.
 pub fn export(
     base: &Loaded,
     lora: Option<&Lora>,
     prov: &Provenance,
     opts: &Options,
+    held: Option<&HeldOut>,
     out: &Path,
 ) -> Result<Report> {
     if opts.base_only && opts.format != Format::Hf {
@@ -138,10 +151,50 @@ pub fn export(
             &mut report,
         )?,
     }
+    let merged = lora.is_some() && matches!(opts.format, Format::Gguf | Format::Hf);
+    if merged && held.is_none() {
+        report.notes.push(
+            "fidelity not measured: no held-out pairs (the run has no data.eval; pass --eval-data FILE)".into(),
+        );
+    }
+    if let (Some(lora), Some(held)) = (lora, held) {
+        let merged = match opts.format {
+            Format::Gguf => Some(gguf::read_back(staging.dir())?),
+            Format::Hf => Some(hf::read_back(base, opts.dtype, staging.dir())?),
+            Format::Peft | Format::GgufLora => None,
+        };
+        if let Some(m) = merged {
+            let f = fidelity::measure(
+                &base.model,
+                lora,
+                &m,
+                &held.pairs,
+                &held.data,
+                held.progress,
+            )?;
+            report.notes.push(f.summary());
+            if let Some(w) = f.warning(&finer(opts)) {
+                report.notes.push(w);
+            }
+            f.write(staging.dir())?;
+            report.fidelity = Some(f);
+        }
+    }
     card::write(base, lora, prov, opts, &report, staging.dir())?;
     report.files = list_files(staging.dir())?;
     staging.commit()?;
     Ok(report)
+}
+
+/// What would keep more of the adapter than `opts` did.
+fn finer(opts: &Options) -> String {
+    match (opts.format, opts.quant) {
+        (Format::Hf, _) => "--dtype f32".into(),
+        (_, QuantChoice::Keep | QuantChoice::All(candle_core::quantized::GgmlDType::Q8_0)) => {
+            "--quant f16".into()
+        }
+        _ => "--quant keep (or q8_0)".into(),
+    }
 }
 
 fn list_files(dir: &Path) -> Result<Vec<(String, u64)>> {

@@ -43,8 +43,11 @@ impl HfDtype {
 /// `--quant` of the `gguf` export.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum QuantChoice {
-    /// Each merged tensor back to its own type in the base; untouched tensors copied as stored.
+    /// Untouched tensors copied as stored; each merged tensor the smallest type, from its own
+    /// type in the base upwards, that keeps the adapter's change (see `gguf::keep_type`).
     #[default]
+    Keep,
+    /// Each merged tensor back to its own type in the base; untouched tensors copied as stored.
     Base,
     /// Every matrix to one type (1-D tensors stay f32, as llama.cpp keeps them).
     All(GgmlDType),
@@ -79,8 +82,10 @@ impl FromStr for QuantChoice {
     type Err = String;
     fn from_str(s: &str) -> Result<Self, String> {
         let s = s.to_ascii_lowercase();
-        if s == "base" {
-            return Ok(QuantChoice::Base);
+        match s.as_str() {
+            "base" => return Ok(QuantChoice::Base),
+            "keep" => return Ok(QuantChoice::Keep),
+            _ => {}
         }
         TYPES
             .iter()
@@ -89,7 +94,7 @@ impl FromStr for QuantChoice {
             .ok_or_else(|| {
                 let names: Vec<&str> = TYPES.iter().map(|(n, _)| *n).collect();
                 format!(
-                    "unknown quant type `{s}`; use base or one of {}",
+                    "unknown quant type `{s}`; use keep, base or one of {}",
                     names.join(", ")
                 )
             })
@@ -99,6 +104,7 @@ impl FromStr for QuantChoice {
 impl fmt::Display for QuantChoice {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
+            QuantChoice::Keep => f.write_str("keep"),
             QuantChoice::Base => f.write_str("base"),
             QuantChoice::All(t) => f.write_str(&type_name(*t)),
         }
@@ -138,6 +144,33 @@ pub fn fit(want: GgmlDType, cols: usize) -> GgmlDType {
     }
 }
 
+/// Bits per weight of `t` (f32 32, q8_0 8.5, q4_k 4.5, ...).
+pub fn bits_per_weight(t: GgmlDType) -> f64 {
+    (t.type_size() * 8) as f64 / t.block_size() as f64
+}
+
+/// What `--quant keep` tries for a merged matrix stored as `base` with rows of `cols`, smallest
+/// first: the base type, then q4_k, q5_k, q6_k, q8_0, f16 (each fitted to the row length), never
+/// one with fewer bits per weight than the base's.
+pub fn ladder(base: GgmlDType, cols: usize) -> Vec<GgmlDType> {
+    let floor = bits_per_weight(base);
+    let mut out = vec![base];
+    for t in [
+        GgmlDType::Q4K,
+        GgmlDType::Q5K,
+        GgmlDType::Q6K,
+        GgmlDType::Q8_0,
+        GgmlDType::F16,
+    ] {
+        let t = fit(t, cols);
+        if bits_per_weight(t) >= floor && !out.contains(&t) {
+            out.push(t);
+        }
+    }
+    out.sort_by(|a, b| bits_per_weight(*a).total_cmp(&bits_per_weight(*b)));
+    out
+}
+
 /// llama.cpp's `general.file_type` (`llama_ftype`) for a file of one type.
 pub fn file_type(t: GgmlDType) -> u32 {
     match t {
@@ -174,5 +207,26 @@ mod tests {
         assert_eq!(fit(GgmlDType::Q4K, 640), GgmlDType::Q5_0);
         assert_eq!(fit(GgmlDType::Q6K, 576), GgmlDType::Q8_0);
         assert_eq!(fit(GgmlDType::Q4_0, 48), GgmlDType::F16);
+        assert_eq!("keep".parse::<QuantChoice>(), Ok(QuantChoice::Keep));
+        assert_eq!(QuantChoice::default(), QuantChoice::Keep);
+    }
+
+    #[test]
+    fn the_keep_ladder_never_goes_below_the_base() {
+        use GgmlDType::*;
+        // SmolLM2's 576-wide rows: no k-quant fits, their fallbacks do.
+        assert_eq!(ladder(Q4_1, 576), [Q4_1, Q5_0, Q5_1, Q8_0, F16]);
+        assert_eq!(ladder(Q4K, 2048), [Q4K, Q5K, Q6K, Q8_0, F16]);
+        assert_eq!(ladder(Q6K, 2048), [Q6K, Q8_0, F16]);
+        assert_eq!(ladder(Q8_0, 2048), [Q8_0, F16]);
+        for base in [Q4_0, Q4_1, Q5_0, Q4K, Q5K, Q6K, Q8_0, F16] {
+            for cols in [576, 640, 2048, 1536] {
+                let l = ladder(base, cols);
+                assert_eq!(l[0], base);
+                assert!(l
+                    .iter()
+                    .all(|t| bits_per_weight(*t) >= bits_per_weight(base)));
+            }
+        }
     }
 }

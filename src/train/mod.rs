@@ -17,6 +17,7 @@ pub mod optim;
 pub mod pairwise;
 pub mod reference;
 pub mod schedule;
+pub mod sets;
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -28,9 +29,7 @@ use anyhow::{bail, Context, Result};
 use candle_core::Tensor;
 use indicatif::{ProgressBar, ProgressStyle};
 
-use crate::data::batch::{split_eval, Limits, Order, PairSet, TrainPair};
-use crate::data::load::{load_set, LoadSpec};
-use crate::data::{ReadSpec, Sources};
+use crate::data::batch::{Limits, Order, PairSet, TrainPair};
 use crate::loss::{LossInputs, LossOutput, PairMetrics, PreferenceLoss};
 use crate::model::peft::{self, BaseInfo};
 use crate::model::{Adapters, Lora, LoraConfig, Model};
@@ -232,33 +231,6 @@ impl Ctx<'_> {
     }
 }
 
-/// What besides the data decides the token ids, for the token cache's key: the tokenizer's
-/// GGUF metadata, the chat template in use (the model's or `data.chat_template`) and
-/// `data.template_kwargs`.
-fn tokenizer_id(loaded: &Loaded, kwargs: &serde_json::Map<String, serde_json::Value>) -> String {
-    use sha2::{Digest, Sha256};
-    let md = loaded.file.metadata();
-    let mut keys: Vec<&String> = md.keys().filter(|k| k.starts_with("tokenizer.")).collect();
-    keys.sort();
-    let mut h = Sha256::new();
-    for k in keys {
-        h.update(format!("{k}={:?}\n", md[k]).as_bytes());
-    }
-    h.update(
-        loaded
-            .tok
-            .chat_template()
-            .map_or("", |t| t.source())
-            .as_bytes(),
-    );
-    h.update(
-        serde_json::Value::Object(kwargs.clone())
-            .to_string()
-            .as_bytes(),
-    );
-    format!("{:x}", h.finalize())
-}
-
 /// Train as the recipe says. Writes into `recipe.output.dir`.
 pub fn run(recipe: &Recipe, opts: &Options) -> Result<Outcome> {
     let out_dir = &recipe.output.dir;
@@ -283,65 +255,17 @@ pub fn run(recipe: &Recipe, opts: &Options) -> Result<Outcome> {
             &recipe.data.template_kwargs,
         )
         .map_err(|e| anyhow::anyhow!("data.chat_template: {e}"))?;
-    let limits = Limits::from_recipe(&recipe.data, &loaded.tok);
-    let mut data_files = Vec::new();
-    let tokenizer_id = tokenizer_id(&loaded, &recipe.data.template_kwargs);
-    let mut load = |key: &str, sources: &Sources| -> Result<PairSet> {
-        let spec = LoadSpec {
-            sources,
-            how: ReadSpec {
-                format: recipe.data.format,
-                columns: recipe.data.columns.as_ref(),
-                seed: recipe.train.seed,
-            },
-            tok: &loaded.tok,
-            tokenizer_id: &tokenizer_id,
-            limits: &limits,
-            cache_dir: Some(out_dir),
-            progress: opts.progress,
-        };
-        let got = load_set(&spec).context(key.to_string())?;
-        for s in &got.summary {
-            eprintln!(
-                "data: {key} {} read as {}: {} records from {} file{}{}",
-                s.source,
-                s.layout,
-                s.records,
-                s.files.len(),
-                if s.files.len() == 1 { "" } else { "s" },
-                if got.cached.is_some() {
-                    " (tokenized before: the run's token cache)"
-                } else {
-                    ""
-                }
-            );
-        }
-        data_files.extend(got.summary.iter().flat_map(|s| s.files.iter().cloned()));
-        Ok(got.set)
-    };
-    let train_all = load("data.train", &recipe.data.train)?;
-    let eval_set = match &recipe.data.eval {
-        Some(e) => Some(load("data.eval", e)?),
-        None => None,
-    };
-    let (train, eval) = match eval_set {
-        Some(e) => (train_all, Some(e)),
-        None if recipe.data.eval_fraction > 0.0 => {
-            let (t, e) = split_eval(train_all, recipe.data.eval_fraction, recipe.train.seed);
-            (t, (!e.pairs.is_empty()).then_some(e))
-        }
-        None => (train_all, None),
-    };
-    eprintln!(
-        "data: {} training pairs ({} truncated, {} dropped: completion emptied by max_length {}){}",
-        train.pairs.len(),
-        train.truncated,
-        train.dropped,
-        limits.max_length,
-        eval.as_ref()
-            .map(|e| format!(", {} held-out pairs ({} dropped)", e.pairs.len(), e.dropped))
-            .unwrap_or_default()
-    );
+    let sets::RunData {
+        train,
+        eval,
+        files: data_files,
+    } = sets::Reader {
+        loaded: &loaded,
+        seed: recipe.train.seed,
+        cache_dir: Some(out_dir),
+        progress: opts.progress,
+    }
+    .load(&recipe.data)?;
     if recipe.train.gradient_checkpointing {
         let (keep, why) = memory::checkpoint_keep(
             recipe.train.checkpoint_keep,
