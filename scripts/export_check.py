@@ -12,9 +12,18 @@ For each real model (SmolLM2: llama, Gemma 3: gemma3):
      Each one's log-probs on the fixture records are compared with step 3; llama.cpp generates.
   6. The exported tokenizer.json is compared with llama.cpp's ids in the fixtures.
 
+Then, for a trained adapter on each real model (the quick start's recipe on SmolLM2, the Gemma
+recipe on Gemma 3, trained here): merged GGUFs at --quant base, q8_0, keep and f16, each scored
+on the run's held-out pairs by dpo-lora (its fidelity.json) and by llama.cpp on the same token
+ids (`dpo-lora score --ids`): the trained change kept (margin of the export minus the base's,
+over base + adapter's minus the base's; llama.cpp's base + adapter is its own base + LoRA GGUF),
+agreement with base + adapter, and the file size against the base's.
+
 Fails (exit 1) when transformers f32 or PEFT differ from dpo-lora by more than 5e-3 nats per
-completion sum, llama.cpp on f32 GGUFs (merged, or base + LoRA GGUF) by more than 0.05, or the
-tokenizer disagrees with llama.cpp. Writes a markdown report.
+completion sum, llama.cpp on f32 GGUFs (merged, or base + LoRA GGUF) by more than 0.05, the
+tokenizer disagrees with llama.cpp, or the --quant keep export of a trained adapter is over
+1.35x the base file, keeps under 80 % of the trained change or agrees on under 95 % of the
+pairs, in dpo-lora or in llama.cpp. Writes a markdown report.
 Run through scripts/export-check.sh, which installs the clients.
 """
 
@@ -192,7 +201,7 @@ def check_model(name, a, report):
     hf32 = export("hf", "hf-f32", "--dtype", "f32", adapter=src)
     hf16 = export("hf", "hf-bf16", adapter=src)
     g32 = export("gguf", "gguf-f32", "--quant", "f32", adapter=src)
-    gq = export("gguf", "gguf-base", adapter=src)
+    gq = export("gguf", "gguf-base", "--quant", "base", adapter=src)
     glora = export("gguf-lora", "gguf-lora", adapter=src)
     # The base dequantized to f32 as a GGUF (merging an all-zero adapter), so llama.cpp can apply
     # the LoRA GGUF without its quantized kernels in the way.
@@ -278,6 +287,90 @@ def check_model(name, a, report):
     return ok
 
 
+# The trained-adapter check: recipe per real model, and the goal --quant keep must meet.
+TRAINED = {
+    "smollm2": "recipes/quickstart.yaml",
+    "gemma3": "recipes/gemma3-270m.yaml",
+}
+KEEP_MAX_SIZE, KEEP_MIN_KEPT, KEEP_MIN_AGREE = 1.35, 0.80, 0.95
+QUANTS = ["base", "q8_0", "keep", "f16"]
+
+
+def fidelity_of(pairs, base, adapted):
+    """kept, agreement, mean |delta| of `pairs` [(chosen, rejected)] against base and adapted."""
+    m = lambda xs: [c - r for c, r in xs]
+    mb, ma, me = m(base), m(adapted), m(pairs)
+    n = len(pairs)
+    change_a = sum(a - b for a, b in zip(ma, mb)) / n
+    change_e = sum(e - b for e, b in zip(me, mb)) / n
+    agree = sum((e > 0) == (a > 0) for e, a in zip(me, ma)) / n
+    delta = sum(abs(x[0] - y[0]) + abs(x[1] - y[1]) for x, y in zip(pairs, adapted)) / (2 * n)
+    return change_e / change_a, agree, delta
+
+
+def check_trained(name, a, report):
+    from llama_cpp import Llama
+
+    file = MODELS[name][0]
+    model = Path(a.models) / file
+    work = Path(a.work) / f"{name}-trained"
+    work.mkdir(parents=True, exist_ok=True)
+    bin_ = a.dpo_lora
+    recipe = TRAINED[name]
+    run = work / "run"
+    t0 = time.time()
+    sh(bin_, "run", recipe, "--quiet", "--set", f"model.path={model}", "--set", f"output.dir={run}",
+       "--set", "output.export=[gguf-lora]")
+    trained_s = time.time() - t0
+    import yaml
+    eval_data = yaml.safe_load(open(recipe))["data"]["eval"]
+    rows = [json.loads(l) for l in sh(bin_, "score", "-m", model, "--adapter", run / "adapter",
+                                      "--data", eval_data, "--ids").splitlines()]
+    recs = [(r["chosen_ids"], r["chosen_from"], r["rejected_ids"], r["rejected_from"]) for r in rows]
+
+    def cpp(**kw):
+        llm = Llama(n_ctx=512, logits_all=True, verbose=False, seed=0, **kw)
+        f = llama_logps(llm)
+        out = [(seq_logp(f, c[:cf], c[cf:]), seq_logp(f, r[:rf], r[rf:])) for c, cf, r, rf in recs]
+        del llm
+        return out
+
+    cpp_base = cpp(model_path=str(model))
+    cpp_adapted = cpp(model_path=str(model), lora_path=str(run / "export/gguf-lora/adapter.gguf"))
+    base_size = model.stat().st_size
+    ok = True
+    lines = []
+    for q in QUANTS:
+        out = work / f"gguf-{q}"
+        sh(bin_, "export", "--run", run, "--format", "gguf", "--quant", q, "--out", out, "--force")
+        fid = json.loads((out / "fidelity.json").read_text())
+        size = (out / "model.gguf").stat().st_size / base_size
+        kept, agree, delta = fidelity_of(cpp(model_path=str(out / "model.gguf")), cpp_base, cpp_adapted)
+        verdict = ""
+        if q == "keep":
+            good = (size <= KEEP_MAX_SIZE and min(fid["kept"], kept) >= KEEP_MIN_KEPT
+                    and min(fid["agreement"], agree) >= KEEP_MIN_AGREE)
+            verdict = "pass" if good else "FAIL"
+            ok &= good
+        lines.append(f"| `--quant {q}` | {size:.2f}x | {100 * fid['kept']:.1f} % | "
+                     f"{100 * fid['agreement']:.1f} % | {fid['mean_abs_delta']:.2f} | "
+                     f"{100 * kept:.1f} % | {100 * agree:.1f} % | {delta:.2f} | {verdict} |")
+    fid0 = json.loads((work / "gguf-keep" / "fidelity.json").read_text())
+    report.append(f"## {name}: a trained adapter merged (`{recipe}`, trained here in {trained_s:.0f} s), "
+                  f"{len(recs)} held-out pairs\n")
+    report.append(f"Base file {base_size / 1e6:.1f} MB. Trained change (base + adapter's margin minus the "
+                  f"base's): {fid0['change_adapted']:.1f} nats in dpo-lora; base alone agrees with base + "
+                  f"adapter on {100 * fid0['agreement_base']:.0f} % of the pairs. llama.cpp's base + adapter "
+                  f"is its base GGUF with the LoRA GGUF. Goal for keep: at most {KEEP_MAX_SIZE}x, "
+                  f"at least {100 * KEEP_MIN_KEPT:.0f} % kept and {100 * KEEP_MIN_AGREE:.0f} % agreement in both.\n")
+    report.append("| export | size vs base | kept (dpo-lora) | agreement (dpo-lora) | mean abs delta (dpo-lora, nats) "
+                  "| kept (llama.cpp) | agreement (llama.cpp) | mean abs delta (llama.cpp, nats) | check |")
+    report.append("|---|---|---|---|---|---|---|---|---|")
+    report.extend(lines)
+    report.append("")
+    return ok
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--dpo-lora", required=True)
@@ -286,6 +379,7 @@ def main():
     ap.add_argument("--work", required=True)
     ap.add_argument("--report", required=True)
     ap.add_argument("--only", choices=sorted(MODELS), action="append")
+    ap.add_argument("--only-trained", choices=sorted(TRAINED), action="append")
     a = ap.parse_args()
     torch.set_num_threads(os.cpu_count() or 1)
     report = ["# dpo-lora exports in their real clients\n",
@@ -297,6 +391,10 @@ def main():
         t0 = time.time()
         ok &= check_model(name, a, report)
         print(f"{name}: {time.time() - t0:.0f} s", file=sys.stderr)
+    for name in a.only_trained or ([] if a.only else sorted(TRAINED)):
+        t0 = time.time()
+        ok &= check_trained(name, a, report)
+        print(f"{name} trained: {time.time() - t0:.0f} s", file=sys.stderr)
     Path(a.report).write_text("\n".join(report) + "\n")
     print("\n".join(report))
     if not ok:

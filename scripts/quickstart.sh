@@ -45,4 +45,4 @@ for q in "How many minutes are in a day?" "What is the boiling point of water in
 done
 echo
 echo "curves: $out/plot.png   adapter (PEFT): $out/adapter"
-echo "exports: $out/export/gguf-lora/adapter.gguf (llama.cpp --lora), $out/export/gguf-q8_0/model.gguf (merged)"
+echo "exports: $out/export/gguf-lora/adapter.gguf (llama.cpp --lora), $out/export/gguf-keep/model.gguf (merged; what it keeps: $out/export/gguf-keep/fidelity.json)"

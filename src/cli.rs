@@ -221,6 +221,10 @@ pub struct ScoreArgs {
     /// Variables for the chat template, as a JSON object: '{"enable_thinking": false}'.
     #[arg(long, value_parser = parse_kwargs)]
     pub template_kwargs: Option<serde_json::Map<String, serde_json::Value>>,
+    /// Also print each sequence's token ids and where its completion starts (`chosen_ids`,
+    /// `chosen_from`, ...), for scoring the same ids in another implementation.
+    #[arg(long)]
+    pub ids: bool,
 }
 
 fn parse_kwargs(s: &str) -> Result<serde_json::Map<String, serde_json::Value>, String> {

@@ -62,13 +62,19 @@ pub fn run(a: ScoreArgs) -> Result<()> {
         ];
         let lp = model.sequence_logps(&seqs, adapters)?;
         let sums = lp.sums.to_vec1::<f32>()?;
-        let line = serde_json::json!({
+        let mut line = serde_json::json!({
             "index": r.index,
             "chosen": sums[0] as f64,
             "rejected": sums[1] as f64,
             "chosen_tokens": p.chosen.completion().len(),
             "rejected_tokens": p.rejected.completion().len(),
         });
+        if a.ids {
+            line["chosen_ids"] = serde_json::json!(p.chosen.ids);
+            line["chosen_from"] = serde_json::json!(p.chosen.prompt_len);
+            line["rejected_ids"] = serde_json::json!(p.rejected.ids);
+            line["rejected_from"] = serde_json::json!(p.rejected.prompt_len);
+        }
         writeln!(out, "{line}")?;
         bar.inc((p.chosen.ids.len() + p.rejected.ids.len()) as u64);
     }

@@ -117,6 +117,14 @@ fn render(
     if let Ok(Some(l)) = base.file.opt_str("general.license") {
         let _ = writeln!(s, "license: {}", yaml_str(l));
     }
+    if let Ok(langs) = base.file.get_str_array("general.languages") {
+        if !langs.is_empty() {
+            let _ = writeln!(s, "language:");
+            for l in langs {
+                let _ = writeln!(s, "- {}", yaml_str(l));
+            }
+        }
+    }
     let datasets = recipe.as_ref().map(hub_datasets).unwrap_or_default();
     if !datasets.is_empty() {
         let _ = writeln!(s, "datasets:");

@@ -155,6 +155,12 @@ impl RequantStats {
     }
 
     pub fn summary(&self) -> String {
+        if self.delta2 == 0.0 {
+            return format!(
+                "the adapter is all zeros on its {} merged tensors",
+                self.tensors
+            );
+        }
         format!(
             "over {} merged tensors the re-quantized weights keep {:.1} % of the adapter's change along its direction, with rounding noise {:.2}x the adapter's norm",
             self.tensors,

@@ -154,7 +154,7 @@ pub fn export(
     let merged = lora.is_some() && matches!(opts.format, Format::Gguf | Format::Hf);
     if merged && held.is_none() {
         report.notes.push(
-            "fidelity not measured: no held-out pairs (the run has no data.eval; pass --eval-data FILE)".into(),
+            "fidelity not measured: no held-out pairs (pass --eval-data FILE, or export --run from a run with data.eval or data.eval_fraction)".into(),
         );
     }
     if let (Some(lora), Some(held)) = (lora, held) {
