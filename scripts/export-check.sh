@@ -2,7 +2,8 @@
 # Check dpo-lora's exports in transformers, PEFT and llama.cpp (scripts/export_check.py).
 # Installs the clients from PyPI into ${DPO_LORA_VENV:-~/.cache/dpo-lora/venv-export} once
 # (torch CPU use, llama-cpp-python built from source: ~8 min the first time on 2 cores),
-# fetches the models, builds dpo-lora, writes runs/export-check/report.md.
+# fetches the models, builds dpo-lora, writes runs/export-check/report.md. The trained-adapter
+# part trains the quick-start and Gemma recipes first (~5 min on 2 cores).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 VENV="${DPO_LORA_VENV:-$HOME/.cache/dpo-lora/venv-export}"
