@@ -1,7 +1,9 @@
 //! Write a GGUF file atomically, plus small builders for metadata [`Value`]s.
 //!
-//! Owns: turning `(key, Value)` metadata and named [`QTensor`]s into a file on disk. The bytes
-//! are candle's `gguf_file::write` (GGUF v2, 32-byte alignment, dims reversed into GGUF order, so
+//! Owns: turning `(key, Value)` metadata and named tensors into a file on disk, all in memory
+//! ([`write_gguf`]) or streamed a tensor at a time ([`write_gguf_streamed`], for 8B-sized
+//! synthetic models). The bytes are what candle's `gguf_file::write` writes (GGUF v2, 32-byte
+//! alignment, dims reversed into GGUF order, so
 //! a linear weight is passed as a `(out_features, in_features)` QTensor and lands as
 //! `ne = [in, out]`, exactly as llama.cpp's converter writes it). It does not know architectures
 //! or names: callers (synthetic test models, `export`) decide what goes in.
@@ -15,8 +17,10 @@ use std::path::{Path, PathBuf};
 
 use crate::atomic::StagedFile;
 
-use candle_core::quantized::gguf_file::{self, Value};
-use candle_core::quantized::QTensor;
+use std::io::Write;
+
+use candle_core::quantized::gguf_file::Value;
+use candle_core::quantized::{GgmlDType, QTensor};
 
 /// An error while writing a GGUF file; the message names the destination.
 #[derive(Debug, thiserror::Error)]
@@ -45,10 +49,49 @@ pub fn write_gguf(
     metadata: &[(String, Value)],
     tensors: &[(String, QTensor)],
 ) -> Result<()> {
+    let infos: Vec<TensorInfo> = tensors
+        .iter()
+        .map(|(n, t)| TensorInfo {
+            name: n.clone(),
+            shape: t.shape().dims().to_vec(),
+            dtype: t.dtype(),
+        })
+        .collect();
+    write_gguf_streamed(path, metadata, &infos, |i| {
+        tensors[i].1.data().map_err(|e| e.to_string())
+    })
+}
+
+/// What the header says of one tensor: name, candle-order shape, type.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TensorInfo {
+    pub name: String,
+    pub shape: Vec<usize>,
+    pub dtype: GgmlDType,
+}
+
+impl TensorInfo {
+    /// Bytes of the tensor's data (`None`: rows that do not fill the type's blocks).
+    pub fn size_in_bytes(&self) -> Option<usize> {
+        let n: usize = self.shape.iter().product();
+        let block = self.dtype.block_size();
+        n.is_multiple_of(block)
+            .then(|| n / block * self.dtype.type_size())
+    }
+}
+
+/// [`write_gguf`] with each tensor's bytes asked for only when it is written (`data(i)` for
+/// `infos[i]`, in order): memory of one tensor, not of the model. The header is written from
+/// `infos` first; a `data(i)` of the wrong length is an error, and nothing is left at `path`.
+pub fn write_gguf_streamed<'a>(
+    path: &Path,
+    metadata: &[(String, Value)],
+    infos: &[TensorInfo],
+    mut data: impl FnMut(usize) -> std::result::Result<std::borrow::Cow<'a, [u8]>, String>,
+) -> Result<()> {
     // A repeated key or tensor name would be silently shadowed by a reader's hash map.
     check_unique(path, "metadata key", metadata.iter().map(|(k, _)| k))?;
-    check_unique(path, "tensor name", tensors.iter().map(|(n, _)| n))?;
-
+    check_unique(path, "tensor name", infos.iter().map(|t| &t.name))?;
     if path.file_name().is_none() {
         return Err(GgufWriteError::NotAFile {
             path: path.to_path_buf(),
@@ -58,14 +101,153 @@ pub fn write_gguf(
         path: path.to_path_buf(),
         err,
     };
-    let mut staged = StagedFile::create(path).map_err(io_err)?;
-    let md: Vec<(&str, &Value)> = metadata.iter().map(|(k, v)| (k.as_str(), v)).collect();
-    let ts: Vec<(&str, &QTensor)> = tensors.iter().map(|(n, t)| (n.as_str(), t)).collect();
-    gguf_file::write(staged.writer(), &md, &ts).map_err(|e| GgufWriteError::Encode {
+    let enc_err = |reason: String| GgufWriteError::Encode {
         path: path.to_path_buf(),
-        reason: e.to_string(),
-    })?;
+        reason,
+    };
+    let mut sizes = Vec::with_capacity(infos.len());
+    for t in infos {
+        sizes.push(t.size_in_bytes().ok_or_else(|| {
+            enc_err(format!(
+                "`{}` of shape {:?} does not fill whole {:?} blocks",
+                t.name, t.shape, t.dtype
+            ))
+        })?);
+    }
+    let mut staged = StagedFile::create(path).map_err(io_err)?;
+    let w = staged.writer();
+    let mut header = Vec::new();
+    encode_header(&mut header, metadata, infos, &sizes).map_err(enc_err)?;
+    w.write_all(&header).map_err(io_err)?;
+    w.write_all(&[0u8; ALIGN][..pad(header.len())])
+        .map_err(io_err)?;
+    for (i, (t, &size)) in infos.iter().zip(&sizes).enumerate() {
+        let bytes = data(i).map_err(|e| enc_err(format!("`{}`: {e}", t.name)))?;
+        if bytes.len() != size {
+            return Err(enc_err(format!(
+                "`{}`: {} bytes of data for a {:?} tensor of shape {:?} ({size} bytes)",
+                t.name,
+                bytes.len(),
+                t.dtype,
+                t.shape
+            )));
+        }
+        w.write_all(&bytes).map_err(io_err)?;
+        w.write_all(&[0u8; ALIGN][..pad(size)]).map_err(io_err)?;
+    }
     staged.commit().map_err(io_err)
+}
+
+/// GGUF's default alignment of the data section and of each tensor in it.
+const ALIGN: usize = 32;
+
+fn pad(n: usize) -> usize {
+    (ALIGN - n % ALIGN) % ALIGN
+}
+
+/// GGUF v2 header: magic, version, counts, metadata, tensor infos (dims reversed into GGUF
+/// order, offsets from the start of the data section).
+fn encode_header(
+    out: &mut Vec<u8>,
+    metadata: &[(String, Value)],
+    infos: &[TensorInfo],
+    sizes: &[usize],
+) -> std::result::Result<(), String> {
+    out.extend(0x4655_4747u32.to_le_bytes());
+    out.extend(2u32.to_le_bytes());
+    out.extend((infos.len() as u64).to_le_bytes());
+    out.extend((metadata.len() as u64).to_le_bytes());
+    for (k, v) in metadata {
+        put_string(out, k);
+        out.extend(value_type(v).to_le_bytes());
+        put_value(out, v).map_err(|e| format!("metadata `{k}`: {e}"))?;
+    }
+    let mut offset = 0u64;
+    for (t, &size) in infos.iter().zip(sizes) {
+        put_string(out, &t.name);
+        out.extend((t.shape.len() as u32).to_le_bytes());
+        for &d in t.shape.iter().rev() {
+            out.extend((d as u64).to_le_bytes());
+        }
+        out.extend(ggml_type_id(t.dtype).to_le_bytes());
+        out.extend(offset.to_le_bytes());
+        offset += (size + pad(size)) as u64;
+    }
+    Ok(())
+}
+
+fn put_string(out: &mut Vec<u8>, s: &str) {
+    out.extend((s.len() as u64).to_le_bytes());
+    out.extend(s.as_bytes());
+}
+
+/// GGUF's value type ids.
+fn value_type(v: &Value) -> u32 {
+    match v {
+        Value::U8(_) => 0,
+        Value::I8(_) => 1,
+        Value::U16(_) => 2,
+        Value::I16(_) => 3,
+        Value::U32(_) => 4,
+        Value::I32(_) => 5,
+        Value::F32(_) => 6,
+        Value::Bool(_) => 7,
+        Value::String(_) => 8,
+        Value::Array(_) => 9,
+        Value::U64(_) => 10,
+        Value::I64(_) => 11,
+        Value::F64(_) => 12,
+    }
+}
+
+fn put_value(out: &mut Vec<u8>, v: &Value) -> std::result::Result<(), String> {
+    match v {
+        Value::U8(x) => out.push(*x),
+        Value::I8(x) => out.extend(x.to_le_bytes()),
+        Value::U16(x) => out.extend(x.to_le_bytes()),
+        Value::I16(x) => out.extend(x.to_le_bytes()),
+        Value::U32(x) => out.extend(x.to_le_bytes()),
+        Value::I32(x) => out.extend(x.to_le_bytes()),
+        Value::U64(x) => out.extend(x.to_le_bytes()),
+        Value::I64(x) => out.extend(x.to_le_bytes()),
+        Value::F32(x) => out.extend(x.to_le_bytes()),
+        Value::F64(x) => out.extend(x.to_le_bytes()),
+        Value::Bool(x) => out.push(u8::from(*x)),
+        Value::String(s) => put_string(out, s),
+        Value::Array(items) => {
+            let ty = items.first().map_or(4, value_type);
+            if items.iter().any(|x| value_type(x) != ty) {
+                return Err("an array mixes value types".into());
+            }
+            out.extend(ty.to_le_bytes());
+            out.extend((items.len() as u64).to_le_bytes());
+            for x in items {
+                put_value(out, x)?;
+            }
+        }
+    }
+    Ok(())
+}
+
+/// ggml's type ids (`enum ggml_type`).
+fn ggml_type_id(t: GgmlDType) -> u32 {
+    match t {
+        GgmlDType::F32 => 0,
+        GgmlDType::F16 => 1,
+        GgmlDType::Q4_0 => 2,
+        GgmlDType::Q4_1 => 3,
+        GgmlDType::Q5_0 => 6,
+        GgmlDType::Q5_1 => 7,
+        GgmlDType::Q8_0 => 8,
+        GgmlDType::Q8_1 => 9,
+        GgmlDType::Q2K => 10,
+        GgmlDType::Q3K => 11,
+        GgmlDType::Q4K => 12,
+        GgmlDType::Q5K => 13,
+        GgmlDType::Q6K => 14,
+        GgmlDType::Q8K => 15,
+        GgmlDType::BF16 => 30,
+    }
 }
 
 fn check_unique<'a>(
@@ -184,6 +366,54 @@ mod tests {
                 .unwrap(),
             205.0
         );
+    }
+
+    #[test]
+    fn the_bytes_are_candles_own() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("m.gguf");
+        let q4 = QTensor::quantize(
+            &Tensor::from_vec(
+                crate::synth::uniform_values(3 * 256, 1, 1.0),
+                (3, 256),
+                &Device::Cpu,
+            )
+            .unwrap(),
+            GgmlDType::Q4K,
+        )
+        .unwrap();
+        let mut md = md();
+        md.push(("x.flag".into(), Value::Bool(true)));
+        md.push(("x.f64".into(), Value::F64(0.25)));
+        let tensors = vec![
+            ("w.weight".to_string(), matrix()),
+            ("q.weight".to_string(), q4),
+        ];
+        write_gguf(&path, &md, &tensors).unwrap();
+        let mut theirs = std::io::Cursor::new(Vec::new());
+        let m: Vec<(&str, &Value)> = md.iter().map(|(k, v)| (k.as_str(), v)).collect();
+        let t: Vec<(&str, &QTensor)> = tensors.iter().map(|(n, t)| (n.as_str(), t)).collect();
+        candle_core::quantized::gguf_file::write(&mut theirs, &m, &t).unwrap();
+        assert_eq!(std::fs::read(&path).unwrap(), theirs.into_inner());
+    }
+
+    #[test]
+    fn a_tensor_of_the_wrong_size_leaves_nothing() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("m.gguf");
+        let info = TensorInfo {
+            name: "w".into(),
+            shape: vec![2, 32],
+            dtype: GgmlDType::F32,
+        };
+        let err = write_gguf_streamed(&path, &md(), &[info], |_| Ok(vec![0u8; 8].into()))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("8 bytes") && err.contains("256 bytes"),
+            "{err}"
+        );
+        assert!(files_in(dir.path()).is_empty());
     }
 
     #[test]
