@@ -134,12 +134,22 @@ pub struct ExportArgs {
 
 #[derive(Debug, Args)]
 pub struct SynthArgs {
-    /// llama, qwen2, qwen3 or gemma3.
-    #[arg(long, default_value = "llama")]
+    /// llama, qwen2, qwen3 or gemma3 (the tiny test model's sizes).
+    #[arg(long, default_value = "llama", conflicts_with = "shape")]
     pub arch: String,
-    /// Type of the linear weights: f32, f16, q8_0, q4_0, q4_k, q6_k, ...
-    #[arg(long, default_value = "f32")]
-    pub weight_type: String,
+    /// A real model's shape: smollm2-135m, smollm2-360m, smollm2-1.7b, qwen2.5-0.5b,
+    /// qwen2.5-1.5b, qwen2.5-7b, llama-3.2-1b, llama-3.2-3b, llama-3.1-8b, gemma-3-270m,
+    /// gemma-3-1b, gemma-3-4b, qwen3-0.6b, qwen3-1.7b, qwen3-8b.
+    #[arg(long)]
+    pub shape: Option<String>,
+    /// Type of the weights: f32, f16, q8_0, q4_0, q4_k, q6_k, ... (default: f32 for the tiny
+    /// model; q4_k for a --shape, its embedding too, rows that do not fit taking llama-quantize's
+    /// fallback).
+    #[arg(long)]
+    pub weight_type: Option<String>,
+    /// Vocabulary size (filler tokens added to the synthetic tokenizer's own).
+    #[arg(long)]
+    pub vocab: Option<usize>,
     #[arg(long, default_value_t = 0)]
     pub seed: u64,
     #[arg(long)]
@@ -150,7 +160,7 @@ pub struct SynthArgs {
     pub hidden: Option<usize>,
     #[arg(long)]
     pub ffn: Option<usize>,
-    #[arg(long)]
+    #[arg(long, visible_alias = "layers")]
     pub n_layer: Option<usize>,
     #[arg(long)]
     pub n_head: Option<usize>,

@@ -377,3 +377,98 @@ fn layout_matches_llama_cpp_reference_files() {
         }
     }
 }
+
+/// Every preset's tensors have the preset's dimensions (checked without writing: the 8B ones
+/// are gigabytes); one preset per architecture is written at one layer and loaded, and one at
+/// its real vocabulary size (Qwen2.5 0.5B's 151,936 tokens) tokenizes and renders its template.
+#[test]
+fn every_shape_preset_loads_with_its_dimensions() {
+    use dpo_lora::synth::shapes::SHAPES;
+    for s in SHAPES {
+        let spec = SynthSpec::from_shape(&s);
+        spec.validate()
+            .unwrap_or_else(|e| panic!("{}: {e}", s.name));
+        let t = spec.tensors();
+        let find = |n: &str| {
+            t.iter()
+                .find(|x| x.name == n)
+                .unwrap_or_else(|| panic!("{} {n}", s.name))
+        };
+        assert_eq!(
+            find("token_embd.weight").shape,
+            [s.vocab, s.hidden],
+            "{}",
+            s.name
+        );
+        assert_eq!(
+            find("blk.0.attn_q.weight").shape,
+            [s.n_head * s.head_dim, s.hidden]
+        );
+        assert_eq!(
+            find("blk.0.attn_k.weight").shape,
+            [s.n_kv_head * s.head_dim, s.hidden]
+        );
+        assert_eq!(find("blk.0.ffn_down.weight").shape, [s.hidden, s.ffn]);
+        assert!(t
+            .iter()
+            .any(|x| x.name == format!("blk.{}.ffn_up.weight", s.n_layer - 1)));
+        assert_eq!(
+            t.iter().any(|x| x.name == "output.weight"),
+            !s.tied,
+            "{}",
+            s.name
+        );
+    }
+    let dir = tempfile::tempdir().unwrap();
+    for name in ["smollm2-135m", "qwen2.5-0.5b", "gemma-3-270m", "qwen3-0.6b"] {
+        let s = *dpo_lora::synth::shapes::find(name).unwrap();
+        let mut spec = SynthSpec::from_shape(&s);
+        spec.n_layer = 1;
+        let full_vocab = s.name == "qwen2.5-0.5b";
+        if !full_vocab {
+            spec.vocab = Some(1024);
+        }
+        let path = dir.path().join(format!("{}.gguf", s.name));
+        spec.write(&path).unwrap();
+        let l = dpo_lora::session::Loaded::open(path.to_str().unwrap())
+            .unwrap_or_else(|e| panic!("{}: {e:#}", s.name));
+        let c = &l.model.config;
+        assert_eq!(
+            (c.hidden, c.ffn, c.n_head, c.n_kv_head, c.head_dim),
+            (s.hidden, s.ffn, s.n_head, s.n_kv_head, s.head_dim),
+            "{}",
+            s.name
+        );
+        assert_eq!(l.model.is_tied(), s.tied, "{}", s.name);
+        let vocab = if full_vocab { s.vocab } else { 1024 };
+        assert_eq!((c.vocab, l.tok.vocab_size()), (vocab, vocab), "{}", s.name);
+        // K-quant rows where they fit, llama-quantize's fallback where they do not.
+        let f = GgufFile::open(&path).unwrap();
+        for (tensor, cols) in [
+            ("blk.0.ffn_down.weight", s.ffn),
+            ("blk.0.attn_q.weight", s.hidden),
+        ] {
+            let t = f.content.tensor_infos[tensor].ggml_dtype;
+            let want = if cols % 256 == 0 {
+                GgmlDType::Q4K
+            } else {
+                GgmlDType::Q5_0
+            };
+            assert_eq!(t, want, "{} {tensor}", s.name);
+        }
+        if full_vocab {
+            let ids = l.tok.encode("The cat sat on the mat.", false);
+            assert!(
+                !ids.is_empty() && ids.iter().all(|&i| (i as usize) < 3000),
+                "{ids:?}"
+            );
+            let text = l
+                .tok
+                .chat_template()
+                .unwrap()
+                .render(&[dpo_lora::tokenizer::Message::new("user", "Hi")], true)
+                .unwrap();
+            assert!(text.contains("<|im_start|>user"), "{text}");
+        }
+    }
+}

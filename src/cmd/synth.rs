@@ -1,36 +1,42 @@
-//! `dpo-lora synth`: a tiny random GGUF model of any supported architecture.
+//! `dpo-lora synth`: a random GGUF model, tiny (any supported architecture) or of a real model's
+//! shape (`--shape`), written tensor by tensor with a progress bar.
+
+use std::io::IsTerminal;
 
 use anyhow::{bail, Result};
 use candle_core::quantized::GgmlDType;
 
 use crate::cli::SynthArgs;
-use crate::synth::{SynthArch, SynthSpec};
+use crate::export::QuantChoice;
+use crate::synth::{shapes, SynthArch, SynthSpec};
 
 pub fn run(a: SynthArgs) -> Result<()> {
-    let Some(arch) = SynthArch::ALL.into_iter().find(|x| x.gguf_name() == a.arch) else {
-        bail!(
-            "--arch {}: choose one of llama, qwen2, qwen3, gemma3",
-            a.arch
-        )
+    let mut spec = match &a.shape {
+        Some(name) => {
+            let Some(shape) = shapes::find(name) else {
+                bail!("--shape {name}: choose one of {}", shapes::names())
+            };
+            SynthSpec::from_shape(shape)
+        }
+        None => {
+            let Some(arch) = SynthArch::ALL.into_iter().find(|x| x.gguf_name() == a.arch) else {
+                bail!(
+                    "--arch {}: choose one of llama, qwen2, qwen3, gemma3",
+                    a.arch
+                )
+            };
+            SynthSpec::tiny(arch)
+        }
     };
-    let wt = match a.weight_type.to_ascii_lowercase().as_str() {
-        "f32" => GgmlDType::F32,
-        "f16" => GgmlDType::F16,
-        "bf16" => GgmlDType::BF16,
-        "q4_0" => GgmlDType::Q4_0,
-        "q4_1" => GgmlDType::Q4_1,
-        "q5_0" => GgmlDType::Q5_0,
-        "q5_1" => GgmlDType::Q5_1,
-        "q8_0" => GgmlDType::Q8_0,
-        "q2_k" => GgmlDType::Q2K,
-        "q3_k" => GgmlDType::Q3K,
-        "q4_k" => GgmlDType::Q4K,
-        "q5_k" => GgmlDType::Q5K,
-        "q6_k" => GgmlDType::Q6K,
-        other => bail!("--weight-type {other}: choose one of f32, f16, bf16, q4_0, q4_1, q5_0, q5_1, q8_0, q2_k, q3_k, q4_k, q5_k, q6_k"),
-    };
-    let mut spec = SynthSpec::tiny(arch);
-    spec.weight_type = wt;
+    if let Some(w) = &a.weight_type {
+        spec.weight_type = weight_type(w)?;
+        if a.shape.is_some() {
+            spec.embed_type = spec.weight_type;
+        }
+    }
+    if a.vocab.is_some() {
+        spec.vocab = a.vocab;
+    }
     spec.seed = a.seed;
     for (size, given) in [
         (&mut spec.hidden, a.hidden),
@@ -54,7 +60,16 @@ pub fn run(a: SynthArgs) -> Result<()> {
         std::fs::create_dir_all(dir)
             .map_err(|e| anyhow::anyhow!("{}: cannot create: {e}", dir.display()))?;
     }
-    spec.write(&a.out)?;
+    spec.write_with(&a.out, std::io::stderr().is_terminal())?;
     println!("{}", a.out.display());
     Ok(())
+}
+
+/// A `--weight-type` name, as `--quant` names types.
+fn weight_type(name: &str) -> Result<GgmlDType> {
+    match name.parse::<QuantChoice>() {
+        Ok(QuantChoice::All(t)) => Ok(t),
+        Ok(_) => bail!("--weight-type {name}: name one type (f32, f16, q8_0, q4_k, ...)"),
+        Err(e) => bail!("--weight-type {name}: {e}"),
+    }
 }

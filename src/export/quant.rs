@@ -124,25 +124,8 @@ impl<'de> Deserialize<'de> for QuantChoice {
     }
 }
 
-/// The type a matrix with rows of `cols` values gets when `want` is asked for: `want` if its
-/// block fits, else llama.cpp's fallback (k-quants need 256-value blocks).
-pub fn fit(want: GgmlDType, cols: usize) -> GgmlDType {
-    if cols.is_multiple_of(want.block_size()) {
-        return want;
-    }
-    let fallback = match want {
-        GgmlDType::Q2K | GgmlDType::Q3K => GgmlDType::Q4_0,
-        GgmlDType::Q4K => GgmlDType::Q5_0,
-        GgmlDType::Q5K => GgmlDType::Q5_1,
-        GgmlDType::Q6K => GgmlDType::Q8_0,
-        _ => GgmlDType::F16,
-    };
-    if cols.is_multiple_of(fallback.block_size()) {
-        fallback
-    } else {
-        GgmlDType::F16
-    }
-}
+/// The type a matrix with rows of `cols` values gets when `want` is asked for (see `gguf`).
+pub use crate::gguf::fit_type as fit;
 
 /// Bits per weight of `t` (f32 32, q8_0 8.5, q4_k 4.5, ...).
 pub fn bits_per_weight(t: GgmlDType) -> f64 {

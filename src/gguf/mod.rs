@@ -72,6 +72,26 @@ pub fn is_supported(dtype: GgmlDType) -> bool {
     )
 }
 
+/// The type a matrix with rows of `cols` values gets when `want` is asked for: `want` if its
+/// block fits, else llama.cpp's fallback (k-quants need 256-value blocks), as llama-quantize picks it.
+pub fn fit_type(want: GgmlDType, cols: usize) -> GgmlDType {
+    if cols.is_multiple_of(want.block_size()) {
+        return want;
+    }
+    let fallback = match want {
+        GgmlDType::Q2K | GgmlDType::Q3K => GgmlDType::Q4_0,
+        GgmlDType::Q4K => GgmlDType::Q5_0,
+        GgmlDType::Q5K => GgmlDType::Q5_1,
+        GgmlDType::Q6K => GgmlDType::Q8_0,
+        _ => GgmlDType::F16,
+    };
+    if cols.is_multiple_of(fallback.block_size()) {
+        fallback
+    } else {
+        GgmlDType::F16
+    }
+}
+
 /// An opened GGUF file: its metadata and tensor directory, tensors not yet read.
 pub struct GgufFile {
     pub path: PathBuf,

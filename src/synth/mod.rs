@@ -1,4 +1,5 @@
-//! Tiny random models written as GGUF, in exactly the layout llama.cpp's converter
+//! Random models written as GGUF (tiny ones for tests, or a real model's shape from
+//! [`shapes`], streamed tensor by tensor), in exactly the layout llama.cpp's converter
 //! (`convert_hf_to_gguf.py`) writes for each architecture, so tests and the `tiny` recipe run
 //! the real loading path: same metadata keys, tensor names, shapes and types as a downloaded file.
 //!
@@ -38,6 +39,7 @@
 //! always gives the same bytes, independent of `rand`'s version, and adding a layer does not
 //! change the ones before it.
 
+pub mod shapes;
 mod vocab;
 
 use std::path::Path;
@@ -46,7 +48,7 @@ use candle_core::quantized::gguf_file::Value;
 use candle_core::quantized::{GgmlDType, QTensor};
 use candle_core::{Device, Tensor};
 
-use crate::gguf::write::{string, write_gguf, GgufWriteError};
+use crate::gguf::write::{string, write_gguf_streamed, GgufWriteError, TensorInfo};
 use crate::rng::{fnv1a, SplitMix64};
 
 /// llama.cpp's default Gemma 3 period of global layers.
@@ -106,7 +108,16 @@ pub struct SynthSpec {
     pub gemma3_global_every: usize,
     /// `tokenizer.chat_template` in place of the vocabulary's own (a model's real template).
     pub chat_template: Option<String>,
+    /// Tokens in the vocabulary, filler tokens added to the synthetic tokenizer's own (`None`:
+    /// its own few hundred). A real model's size makes the embedding and head real-sized.
+    pub vocab: Option<usize>,
+    /// A matrix whose rows do not fill `weight_type`'s blocks takes llama-quantize's fallback
+    /// type (`gguf::fit_type`) instead of being refused.
+    pub fallback: bool,
 }
+
+/// The largest vocabulary a spec may ask for (Gemma 3's is 262,208).
+const MAX_VOCAB: usize = 1 << 20;
 
 /// An error building a synthetic model; the message names what to change.
 #[derive(Debug, thiserror::Error)]
@@ -171,6 +182,31 @@ impl SynthSpec {
                 GEMMA3_DEFAULT_GLOBAL_EVERY
             },
             chat_template: None,
+            vocab: None,
+            fallback: false,
+        }
+    }
+
+    /// A real model's shape ([`shapes::SHAPES`]), `q4_k` weights and embedding as people
+    /// download Q4_K_M (rows that do not fit 256-value blocks take llama-quantize's fallback).
+    pub fn from_shape(s: &shapes::Shape) -> Self {
+        Self {
+            arch: s.arch,
+            weight_type: GgmlDType::Q4K,
+            embed_type: GgmlDType::Q4K,
+            tied: s.tied,
+            seed: 0x5EED_D0E5,
+            hidden: s.hidden,
+            n_layer: s.n_layer,
+            n_head: s.n_head,
+            n_kv_head: s.n_kv_head,
+            head_dim: s.head_dim,
+            ffn: s.ffn,
+            sliding_window: s.sliding_window,
+            gemma3_global_every: GEMMA3_DEFAULT_GLOBAL_EVERY,
+            chat_template: None,
+            vocab: Some(s.vocab),
+            fallback: true,
         }
     }
 
@@ -181,9 +217,18 @@ impl SynthSpec {
 
     fn vocab(&self) -> vocab::Vocab {
         match self.arch {
-            SynthArch::Llama => vocab::gpt2("llama-bpe"),
-            SynthArch::Qwen2 | SynthArch::Qwen3 => vocab::gpt2("qwen2"),
-            SynthArch::Gemma3 => vocab::gemma(),
+            SynthArch::Llama => vocab::gpt2("llama-bpe", self.vocab),
+            SynthArch::Qwen2 | SynthArch::Qwen3 => vocab::gpt2("qwen2", self.vocab),
+            SynthArch::Gemma3 => vocab::gemma(self.vocab),
+        }
+    }
+
+    /// The type a matrix with rows of `cols` is written in.
+    fn matrix_type(&self, want: GgmlDType, cols: usize) -> GgmlDType {
+        if self.fallback {
+            crate::gguf::fit_type(want, cols)
+        } else {
+            want
         }
     }
 
@@ -194,13 +239,18 @@ impl SynthSpec {
             self.n_head * self.head_dim,
             self.n_kv_head * self.head_dim,
         );
-        let (wt, f32) = (self.weight_type, GgmlDType::F32);
-        let t = |name: String, shape: Vec<usize>, dtype, init| SynthTensor {
+        let f32 = GgmlDType::F32;
+        let t = |name: String, shape: Vec<usize>, dtype: GgmlDType, init| SynthTensor {
+            dtype: if shape.len() == 2 {
+                self.matrix_type(dtype, shape[1])
+            } else {
+                dtype
+            },
             name,
             shape,
-            dtype,
             init,
         };
+        let wt = self.weight_type;
         let vocab = self.vocab_size();
         let mut out = vec![t(
             "token_embd.weight".into(),
@@ -348,6 +398,18 @@ impl SynthSpec {
                 "{name} {v} is over {MAX_SIZE}; Llama 3 70B's largest size is 28672"
             )));
         }
+        if let Some(v) = self.vocab {
+            let own = Self {
+                vocab: None,
+                ..self.clone()
+            }
+            .vocab_size();
+            if v < own || v > MAX_VOCAB {
+                return Err(bad(format!(
+                    "vocab {v}: choose between the synthetic tokenizer's own {own} tokens and {MAX_VOCAB}"
+                )));
+            }
+        }
         if !self.n_head.is_multiple_of(self.n_kv_head) {
             return Err(bad(format!(
                 "n_head {} is not a multiple of n_kv_head {}",
@@ -380,16 +442,63 @@ impl SynthSpec {
         Ok(())
     }
 
-    /// Draw every tensor and write the model to `path` (atomically; see `gguf::write`).
-    pub fn write(&self, path: &Path) -> Result<(), SynthError> {
+    /// Draw every tensor and write the model to `path` (atomically; see `gguf::write`), one
+    /// tensor in memory at a time, with a progress bar over the bytes when `progress`.
+    pub fn write_with(&self, path: &Path, progress: bool) -> Result<(), SynthError> {
         self.validate()?;
-        let tensors = self
-            .tensors()
-            .into_iter()
-            .map(|t| Ok((t.name.clone(), self.draw(&t)?)))
-            .collect::<Result<Vec<_>, SynthError>>()?;
-        write_gguf(path, &self.metadata(), &tensors)?;
-        Ok(())
+        let tensors = self.tensors();
+        let infos: Vec<TensorInfo> = tensors
+            .iter()
+            .map(|t| TensorInfo {
+                name: t.name.clone(),
+                shape: t.shape.clone(),
+                dtype: t.dtype,
+            })
+            .collect();
+        let total: usize = infos.iter().filter_map(|t| t.size_in_bytes()).sum();
+        let bar = if progress {
+            indicatif::ProgressBar::new(total as u64).with_style(
+                indicatif::ProgressStyle::with_template(
+                    "synth {bar:30} {bytes}/{total_bytes}  {bytes_per_sec}  eta {eta}",
+                )
+                .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
+            )
+        } else {
+            indicatif::ProgressBar::hidden()
+        };
+        let mut failed = None;
+        let written = write_gguf_streamed(path, &self.metadata(), &infos, |i| {
+            match self.draw(&tensors[i]).and_then(|q| {
+                q.data()
+                    .map(|d| d.into_owned())
+                    .map_err(|e| SynthError::Tensor {
+                        name: tensors[i].name.clone(),
+                        dtype: tensors[i].dtype,
+                        reason: e.to_string(),
+                    })
+            }) {
+                Ok(bytes) => {
+                    bar.inc(bytes.len() as u64);
+                    Ok(bytes.into())
+                }
+                Err(e) => {
+                    let msg = e.to_string();
+                    failed = Some(e);
+                    Err(msg)
+                }
+            }
+        });
+        bar.finish_and_clear();
+        match (written, failed) {
+            (_, Some(e)) => Err(e),
+            (Err(e), None) => Err(e.into()),
+            (Ok(()), None) => Ok(()),
+        }
+    }
+
+    /// [`SynthSpec::write_with`] without a progress bar.
+    pub fn write(&self, path: &Path) -> Result<(), SynthError> {
+        self.write_with(path, false)
     }
 
     fn draw(&self, t: &SynthTensor) -> Result<QTensor, SynthError> {

@@ -126,7 +126,15 @@ fn learn_merges(mut words: Vec<Vec<String>>, n: usize) -> Vec<(String, String)> 
 }
 
 /// The `gpt2`-type vocabulary; `pre` is `tokenizer.ggml.pre` ("qwen2", "llama-bpe").
-pub(super) fn gpt2(pre: &str) -> Vocab {
+/// A filler token: never produced by encoding (its `<` `>` and `-` pieces are not merged into
+/// it), only there so the vocabulary has a real model's size.
+fn filler(i: usize) -> String {
+    format!("<synth-fill-{i}>")
+}
+
+/// `pad_to`: the vocabulary's size with fillers added (`None`: as learned); checked by the caller
+/// against [`Vocab::tokens`] of the unpadded vocabulary.
+pub(super) fn gpt2(pre: &str, pad_to: Option<usize>) -> Vocab {
     let mut tokens: Vec<String> = bytes_to_unicode()
         .into_iter()
         .map(|(_, c)| c.to_string())
@@ -138,6 +146,12 @@ pub(super) fn gpt2(pre: &str) -> Vocab {
         if seen.insert(t.clone()) {
             tokens.push(t);
         }
+    }
+    // Qwen's order: specials last, so fillers go before them.
+    let specials = 3;
+    if let Some(n) = pad_to {
+        let fill = n.saturating_sub(tokens.len() + specials);
+        tokens.extend((0..fill).map(filler));
     }
     let mut token_type = vec![NORMAL; tokens.len()];
     let endoftext = tokens.len() as u32;
@@ -168,7 +182,7 @@ pub(super) fn gpt2(pre: &str) -> Vocab {
 }
 
 /// The `llama`-type (SentencePiece) vocabulary in Gemma 3's layout.
-pub(super) fn gemma() -> Vocab {
+pub(super) fn gemma(pad_to: Option<usize>) -> Vocab {
     let mut tokens: Vec<String> = Vec::new();
     let mut scores: Vec<f32> = Vec::new();
     let mut token_type: Vec<i32> = Vec::new();
@@ -204,8 +218,17 @@ pub(super) fn gemma() -> Vocab {
         .map(|(a, b)| format!("{a}{b}"))
         .chain(chars)
         .filter(|p| seen.insert(p.clone()));
-    for (rank, piece) in pieces.enumerate() {
+    let mut rank = 0;
+    for piece in pieces {
         push(piece, -(rank as f32), NORMAL);
+        rank += 1;
+    }
+    if let Some(n) = pad_to {
+        // 6 specials, "\n", 256 bytes, then the pieces.
+        let have = 6 + 1 + 256 + rank;
+        for i in 0..n.saturating_sub(have) {
+            push(filler(i), -1e9, NORMAL);
+        }
     }
     let metadata = vec![
         ("tokenizer.ggml.model".into(), string("llama")),
@@ -262,7 +285,7 @@ mod tests {
 
     #[test]
     fn gemma_pieces_are_unique_and_ranked() {
-        let v = gemma();
+        let v = gemma(None);
         let unique: HashSet<&String> = v.tokens.iter().collect();
         assert_eq!(unique.len(), v.tokens.len());
         assert_eq!(v.tokens[7], "<0x00>");
