@@ -34,6 +34,27 @@ pub enum Command {
     /// Time and memory of a training step per mode (policy only, DPO with each reference, SimPO,
     /// ORPO) on fixed workloads; writes bench.json, bench.md and bench.png.
     Bench(BenchArgs),
+    /// Predict a run's peak memory, part by part, on the CPU and on a GPU in bf16, and whether it
+    /// fits; before anything big is loaded.
+    Plan(PlanArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct PlanArgs {
+    /// The recipe (YAML).
+    pub recipe: PathBuf,
+    /// Override a recipe key, as `run --set`.
+    #[arg(long = "set", value_name = "KEY.PATH=VALUE")]
+    pub set: Vec<String>,
+    /// Overrides the recipe's `device`: auto, cpu, cuda, cuda:N or metal.
+    #[arg(long)]
+    pub device: Option<crate::device::DeviceChoice>,
+    /// Plan against this much memory instead of the device's free memory (8GB, 512MiB, ...).
+    #[arg(long, value_parser = crate::train::memory::parse_size)]
+    pub memory: Option<u64>,
+    /// One JSON object instead of lines.
+    #[arg(long)]
+    pub json: bool,
 }
 
 #[derive(Debug, Args)]
@@ -209,6 +230,12 @@ pub struct RunArgs {
     /// Overrides the recipe's `backend`: auto, cpu-kernels or candle.
     #[arg(long, value_enum)]
     pub backend: Option<crate::model::BackendChoice>,
+    /// Plan against this much memory instead of the device's free memory (8GB, 512MiB, ...).
+    #[arg(long, value_parser = crate::train::memory::parse_size)]
+    pub memory: Option<u64>,
+    /// Train even when the memory plan predicts more than is available.
+    #[arg(long)]
+    pub ignore_plan: bool,
 }
 
 #[derive(Debug, Args)]

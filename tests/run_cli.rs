@@ -401,3 +401,52 @@ fn a_nan_loss_stops_the_run_and_keeps_the_last_good_checkpoint() {
         assert!(!t.is_empty());
     }
 }
+
+/// A run whose memory plan does not fit stops before loading the model, with the predicted
+/// peak, what is available and the changes that would fit; `--ignore-plan` trains anyway.
+#[test]
+fn a_plan_that_cannot_fit_stops_before_loading() {
+    let s = setup();
+    let limit = |m: &str| {
+        let mut all = tiny_run_sets(&s.model, &s.out());
+        all.push("train.gradient_checkpointing=false".into());
+        let mut c = bin();
+        c.arg("run")
+            .arg(tiny_recipe())
+            .arg("--quiet")
+            .args(["--memory", m]);
+        for x in &all {
+            c.args(["--set", x]);
+        }
+        c
+    };
+    let started = std::time::Instant::now();
+    let o = limit("1MB").output().unwrap();
+    common::assert_user_error(&o, &["memory plan predicts", "1 MiB is available"]);
+    assert!(started.elapsed().as_secs() < 10);
+    assert!(!s.out().join("adapter").exists());
+    // Between the plan without checkpointing and with it: the suggestion is to turn it on.
+    let plan = |extra: &[&str]| -> serde_json::Value {
+        let mut c = bin();
+        c.arg("plan").arg(tiny_recipe()).arg("--json");
+        for x in tiny_run_sets(&s.model, &s.out()) {
+            c.args(["--set", &x]);
+        }
+        for x in extra {
+            c.args(["--set", x]);
+        }
+        let o = c.output().unwrap();
+        assert!(o.status.success(), "{}", common::stderr(&o));
+        serde_json::from_slice(&o.stdout).unwrap()
+    };
+    let on = plan(&[])["predicted_peak_bytes"].as_u64().unwrap();
+    let off = plan(&["train.gradient_checkpointing=false"])["predicted_peak_bytes"]
+        .as_u64()
+        .unwrap();
+    assert!(off > on, "{off} {on}");
+    let between = format!("{}B", (on + off) / 2);
+    let o = limit(&between).output().unwrap();
+    common::assert_user_error(&o, &["--set train.gradient_checkpointing=true"]);
+    let o = limit(&between).arg("--ignore-plan").output().unwrap();
+    assert!(o.status.success(), "{}", common::stderr(&o));
+}

@@ -39,6 +39,8 @@ fn opts(resume: bool) -> Options {
         resume,
         interrupt: Arc::new(AtomicBool::new(false)),
         progress: false,
+        memory: None,
+        ignore_plan: false,
     }
 }
 

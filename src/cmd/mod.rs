@@ -4,6 +4,7 @@ mod bench;
 mod export;
 mod generate;
 mod inspect;
+mod plan;
 mod run;
 mod score;
 mod synth;
@@ -26,6 +27,7 @@ pub fn run(cli: Cli) -> Result<()> {
         Command::Synth(a) => synth::run(a),
         Command::Export(a) => export::run(a),
         Command::Bench(a) => bench::run(a),
+        Command::Plan(a) => plan::run(a),
     }
 }
 

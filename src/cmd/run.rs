@@ -49,6 +49,8 @@ pub fn run(a: RunArgs) -> Result<()> {
         resume: a.resume,
         interrupt,
         progress: !a.quiet,
+        memory: a.memory,
+        ignore_plan: a.ignore_plan,
     };
     match train::run(&recipe, &opts)? {
         Outcome::Finished { adapter, steps } => {

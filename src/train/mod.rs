@@ -53,6 +53,10 @@ pub struct Options {
     pub interrupt: Arc<AtomicBool>,
     /// Draw a progress bar on stderr.
     pub progress: bool,
+    /// Memory to plan against instead of the device's free memory (`--memory`).
+    pub memory: Option<u64>,
+    /// Train even when the memory plan says it will not fit (`--ignore-plan`).
+    pub ignore_plan: bool,
 }
 
 /// Everything a step needs, prepared once.
@@ -231,6 +235,57 @@ impl Ctx<'_> {
     }
 }
 
+/// Print the memory plan and choose the keep level; refuse a plan over the free memory (or
+/// `opts.memory`) unless `opts.ignore_plan`, naming the changes that would fit.
+fn preflight(
+    recipe: &Recipe,
+    exec: &crate::model::Execution,
+    opts: &Options,
+) -> Result<(memory::KeepName, String)> {
+    let (hdr, cfg) = memory::open_header(recipe).context("model.path")?;
+    let compute = memory::Compute::of(exec);
+    let knobs = memory::Knobs::of(recipe);
+    let avail = opts
+        .memory
+        .or_else(|| crate::device::free_memory(&exec.device));
+    let (keep, why) = memory::choose_keep(
+        recipe.train.checkpoint_keep,
+        &hdr,
+        &cfg,
+        &knobs,
+        compute,
+        avail,
+    );
+    let plan = memory::plan(&hdr, &cfg, &knobs, compute, keep);
+    // Under --quiet the breakdown is left out (a refusal below carries its numbers).
+    if opts.progress {
+        for l in plan.lines() {
+            eprintln!("{l}");
+        }
+    }
+    if let Some(avail) = avail {
+        if plan.predicted_peak_bytes > avail && !opts.ignore_plan {
+            let fixes = memory::suggestions(&hdr, &cfg, &knobs, compute, avail);
+            let fixes = if fixes.is_empty() {
+                "nothing in the recipe brings it under; use a smaller model or a machine with more memory".to_string()
+            } else {
+                fixes
+                    .iter()
+                    .map(|(c, p)| format!("--set {c} ({:.0} MiB)", *p as f64 / (1 << 20) as f64))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            };
+            bail!(
+                "{}: the memory plan predicts a peak of {:.0} MiB but {:.0} MiB is available; {fixes}; or pass --ignore-plan to try anyway",
+                recipe.model.path,
+                plan.predicted_peak_bytes as f64 / (1 << 20) as f64,
+                avail as f64 / (1 << 20) as f64
+            );
+        }
+    }
+    Ok((keep, why))
+}
+
 /// Train as the recipe says. Writes into `recipe.output.dir`.
 pub fn run(recipe: &Recipe, opts: &Options) -> Result<Outcome> {
     let out_dir = &recipe.output.dir;
@@ -244,6 +299,8 @@ pub fn run(recipe: &Recipe, opts: &Options) -> Result<Outcome> {
                 recipe.backend
             )
         })?;
+    // The memory plan, from the GGUF header alone: a run that cannot fit stops here, in seconds.
+    let (keep, why) = preflight(recipe, &exec, opts)?;
     let mut loaded = Loaded::open_on(&recipe.model.path, &exec).context("model.path")?;
     loaded
         .model
@@ -267,14 +324,32 @@ pub fn run(recipe: &Recipe, opts: &Options) -> Result<Outcome> {
     }
     .load(&recipe.data)?;
     if recipe.train.gradient_checkpointing {
-        let (keep, why) = memory::checkpoint_keep(
-            recipe.train.checkpoint_keep,
-            &loaded.model,
-            recipe.train.batch_size,
-            recipe.data.max_length,
-        );
-        loaded.model.set_checkpoint_keep(keep);
+        loaded.model.set_checkpoint_keep(keep.keep());
         eprintln!("{why}");
+    }
+    // The plan again with the data's own longest pair (the bound above assumes max_length).
+    let longest = train
+        .pairs
+        .iter()
+        .chain(eval.iter().flat_map(|e| e.pairs.iter()))
+        .map(|p| p.chosen.ids.len() + p.rejected.ids.len() - p.chosen.prompt_len)
+        .max()
+        .unwrap_or(0);
+    let refined = memory::plan(
+        &loaded.file,
+        &loaded.model.config,
+        &memory::Knobs {
+            longest_pair: Some(longest),
+            ..memory::Knobs::of(recipe)
+        },
+        memory::Compute::of(&exec),
+        keep,
+    );
+    if opts.progress {
+        eprintln!(
+            "memory plan for this data (longest pair {longest} tokens packed): predicted peak {:.0} MiB",
+            refined.predicted_peak_bytes as f64 / (1 << 20) as f64
+        );
     }
     let t = &recipe.train;
     let pairs_per_step = t.batch_size * t.grad_accum;
