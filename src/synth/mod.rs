@@ -154,6 +154,9 @@ enum Init {
     Matrix,
 }
 
+/// Rows quantized per task when a matrix is spread over the cores.
+const ROWS_PER_TASK: usize = 256;
+
 /// The largest size (and layer count) a spec may ask for.
 const MAX_SIZE: usize = 65_536;
 
@@ -468,15 +471,7 @@ impl SynthSpec {
         };
         let mut failed = None;
         let written = write_gguf_streamed(path, &self.metadata(), &infos, |i| {
-            match self.draw(&tensors[i]).and_then(|q| {
-                q.data()
-                    .map(|d| d.into_owned())
-                    .map_err(|e| SynthError::Tensor {
-                        name: tensors[i].name.clone(),
-                        dtype: tensors[i].dtype,
-                        reason: e.to_string(),
-                    })
-            }) {
+            match self.draw_bytes(&tensors[i]) {
                 Ok(bytes) => {
                     bar.inc(bytes.len() as u64);
                     Ok(bytes.into())
@@ -501,16 +496,38 @@ impl SynthSpec {
         self.write_with(path, false)
     }
 
-    fn draw(&self, t: &SynthTensor) -> Result<QTensor, SynthError> {
+    /// The tensor's bytes as stored: drawn in one stream (so the values do not depend on the
+    /// number of cores), quantized in blocks of rows across the cores (a row's blocks do not
+    /// depend on other rows, so the bytes are those of one whole-tensor quantization).
+    fn draw_bytes(&self, t: &SynthTensor) -> Result<Vec<u8>, SynthError> {
+        use rayon::prelude::*;
         let err = |e: candle_core::Error| SynthError::Tensor {
             name: t.name.clone(),
             dtype: t.dtype,
             reason: e.to_string(),
         };
+        if t.shape.len() != 2 || t.shape[0] < 2 * ROWS_PER_TASK {
+            return self.draw(t)?.data().map(|d| d.into_owned()).map_err(err);
+        }
+        let values = self.values(t);
+        let cols = t.shape[1];
+        let parts: Vec<Vec<u8>> = values
+            .par_chunks(ROWS_PER_TASK * cols)
+            .map(|chunk| {
+                let rows = chunk.len() / cols;
+                let x = Tensor::from_slice(chunk, (rows, cols), &Device::Cpu)?;
+                Ok(QTensor::quantize(&x, t.dtype)?.data()?.into_owned())
+            })
+            .collect::<candle_core::Result<_>>()
+            .map_err(err)?;
+        Ok(parts.concat())
+    }
+
+    fn values(&self, t: &SynthTensor) -> Vec<f32> {
         let mut rng = SplitMix64::new(self.seed ^ fnv1a(&t.name));
         let n: usize = t.shape.iter().product();
         let fan_in = *t.shape.last().unwrap_or(&1) as f32;
-        let values: Vec<f32> = (0..n)
+        (0..n)
             .map(|_| {
                 let z = rng.normal();
                 match t.init {
@@ -519,8 +536,17 @@ impl SynthSpec {
                     Init::Matrix => z / fan_in.sqrt(),
                 }
             })
-            .collect();
-        let tensor = Tensor::from_vec(values, t.shape.as_slice(), &Device::Cpu).map_err(err)?;
+            .collect()
+    }
+
+    fn draw(&self, t: &SynthTensor) -> Result<QTensor, SynthError> {
+        let err = |e: candle_core::Error| SynthError::Tensor {
+            name: t.name.clone(),
+            dtype: t.dtype,
+            reason: e.to_string(),
+        };
+        let tensor =
+            Tensor::from_vec(self.values(t), t.shape.as_slice(), &Device::Cpu).map_err(err)?;
         QTensor::quantize(&tensor, t.dtype).map_err(err)
     }
 }
@@ -574,6 +600,21 @@ mod tests {
             mean.abs() < 0.03 && (var - 1.0).abs() < 0.05,
             "{mean} {var}"
         );
+    }
+
+    #[test]
+    fn quantizing_across_the_cores_gives_the_bytes_of_one_quantization() {
+        let mut s = SynthSpec::tiny(SynthArch::Llama);
+        s.weight_type = GgmlDType::Q4K;
+        s.ffn = 2048;
+        let t = s
+            .tensors()
+            .into_iter()
+            .find(|t| t.name == "blk.0.ffn_up.weight")
+            .unwrap();
+        assert!(t.shape[0] >= 2 * ROWS_PER_TASK);
+        let whole = s.draw(&t).unwrap().data().unwrap().into_owned();
+        assert_eq!(s.draw_bytes(&t).unwrap(), whole);
     }
 
     #[test]
