@@ -258,6 +258,10 @@ pub struct ScoreArgs {
     /// Variables for the chat template, as a JSON object: '{"enable_thinking": false}'.
     #[arg(long, value_parser = parse_kwargs)]
     pub template_kwargs: Option<serde_json::Map<String, serde_json::Value>>,
+    /// Refuse records whose chosen or rejected sequence is longer than this many tokens
+    /// (default: the model's context length; attention's memory grows with its square).
+    #[arg(long)]
+    pub max_length: Option<usize>,
     /// Also print each sequence's token ids and where its completion starts (`chosen_ids`,
     /// `chosen_from`, ...), for scoring the same ids in another implementation.
     #[arg(long)]

@@ -466,3 +466,64 @@ fn synth_writes_the_library_model() {
     );
     assert!(!huge.exists());
 }
+
+/// Inputs that would once exhaust memory stop with one line naming what to change: a record
+/// longer than the model's context (or --max-length) in score, a prompt longer than the context
+/// in generate, and a LoRA rank larger than a target's smaller side in run.
+#[test]
+fn oversized_inputs_are_refused_before_they_allocate() {
+    let dir = tempfile::tempdir().unwrap();
+    let model = tiny_gguf("llama");
+    // The tiny model's context is 2048: a 3000-word completion is over it.
+    let long = vec!["the"; 3000].join(" ");
+    let data = dir.path().join("long.jsonl");
+    std::fs::write(
+        &data,
+        format!("{{\"prompt\": \"Question: what sat?\", \"chosen\": \" The cat.\", \"rejected\": \" A dog.\"}}\n{{\"prompt\": \"Question: what sat?\", \"chosen\": \" {long}\", \"rejected\": \" A dog.\"}}\n"),
+    )
+    .unwrap();
+    let m = model.to_str().unwrap();
+    let d = data.to_str().unwrap();
+    let o = run(&["score", "-m", m, "--data", d]);
+    assert_user_error(
+        &o,
+        &[
+            "long.jsonl:2",
+            "chosen sequence",
+            "context length",
+            "--max-length",
+        ],
+    );
+    let short = dir.path().join("short.jsonl");
+    std::fs::write(
+        &short,
+        "{\"prompt\": \"Question: what sat?\", \"chosen\": \" The cat sat on the mat.\", \"rejected\": \" A dog.\"}\n",
+    )
+    .unwrap();
+    let o = run(&[
+        "score",
+        "-m",
+        m,
+        "--data",
+        short.to_str().unwrap(),
+        "--max-length",
+        "3",
+    ]);
+    assert_user_error(&o, &["short.jsonl:1", "over 3 (--max-length)"]);
+    let o = run(&["generate", "-m", m, "--max-tokens", "1", &long]);
+    assert_user_error(&o, &["the prompt has", "context is 2048"]);
+    // lora.rank over the tiny model's 128-wide k/v projections (2 kv heads of 64).
+    let out = dir.path().join("run");
+    let o = run(&[
+        "run",
+        common::repo().join("recipes/tiny.yaml").to_str().unwrap(),
+        "--quiet",
+        "--set",
+        &format!("model.path={m}"),
+        "--set",
+        &format!("output.dir={}", out.display()),
+        "--set",
+        "lora.rank=100000",
+    ]);
+    assert_user_error(&o, &["lora.rank: 100000", "use 1 to"]);
+}

@@ -40,6 +40,12 @@ pub fn run(a: GenerateArgs) -> Result<()> {
         anyhow::bail!("the prompt is empty and the model adds no BOS; give a prompt");
     }
     let limit = model.config.context_length;
+    if ids.len() >= limit {
+        anyhow::bail!(
+            "the prompt has {} tokens and the model's context is {limit}; shorten the prompt",
+            ids.len()
+        );
+    }
     let mut rng = rand::rngs::StdRng::seed_from_u64(a.seed);
     let mut out = std::io::stdout().lock();
     let mut generated = Vec::new();

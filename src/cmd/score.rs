@@ -26,9 +26,21 @@ pub fn run(a: ScoreArgs) -> Result<()> {
             ..ReadSpec::default()
         },
     )?;
+    let limit = a.max_length.unwrap_or(model.config.context_length);
     let mut pairs = Vec::with_capacity(records.len());
     for r in &records {
         let p = encode_pair(&tok, r).with_context(|| r.at.to_string())?;
+        for (name, side) in [("chosen", &p.chosen), ("rejected", &p.rejected)] {
+            if side.ids.len() > limit {
+                anyhow::bail!(
+                    "{}: the {name} sequence has {} tokens, over {} ({}); shorten the record or pass a larger --max-length",
+                    r.at,
+                    side.ids.len(),
+                    limit,
+                    if a.max_length.is_some() { "--max-length" } else { "the model's context length" }
+                );
+            }
+        }
         for side in [&p.chosen, &p.rejected] {
             if side.prompt_len == 0 {
                 anyhow::bail!(

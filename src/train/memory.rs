@@ -258,7 +258,7 @@ pub fn plan(f: &GgufFile, c: &Config, knobs: &Knobs, target: Compute, keep: Keep
 }
 
 /// `(in, out)` of a linear from the config alone.
-fn linear_dims(c: &Config, t: Target) -> (usize, usize) {
+pub fn linear_dims(c: &Config, t: Target) -> (usize, usize) {
     let (h, q, kv) = (c.hidden, c.n_head * c.head_dim, c.n_kv_head * c.head_dim);
     match t {
         Target::QProj => (h, q),

@@ -243,6 +243,21 @@ fn preflight(
     opts: &Options,
 ) -> Result<(memory::KeepName, String)> {
     let (hdr, cfg) = memory::open_header(recipe).context("model.path")?;
+    // A rank above a target's smaller side adds nothing and, large enough, exhausts memory.
+    if recipe.lora.init_from.is_none() {
+        for &t in &recipe.lora.target_modules {
+            let (i, o) = memory::linear_dims(&cfg, t);
+            if recipe.lora.rank == 0 || recipe.lora.rank > i.min(o) {
+                bail!(
+                    "lora.rank: {} for {} ({i} in, {o} out) of {}; use 1 to {} (a rank above the smaller side adds nothing)",
+                    recipe.lora.rank,
+                    t.hf_name(),
+                    recipe.model.path,
+                    i.min(o)
+                );
+            }
+        }
+    }
     let compute = memory::Compute::of(exec);
     let knobs = memory::Knobs::of(recipe);
     let avail = opts
