@@ -11,6 +11,8 @@
 //!
 //! Every export is written into a hidden temporary sibling of `--out` ([`Staging`]) and renamed
 //! into place at the end: a failed export never leaves a half-written folder where a good one was.
+//! Before that, a merged export (`hf`, `gguf`) is read back and scored on held-out pairs beside
+//! base + adapter (`fidelity`), and the card says what it keeps.
 //! Inside, dpo-lora's tensors are in Hugging Face's layout (see `model`); the GGUF writers put
 //! llama's Q/K rows back into llama.cpp's order, the Hugging Face writer undoes gemma's norm shift.
 

@@ -1,6 +1,7 @@
 //! GGUF files: open one as untrusted input, read typed metadata, load tensors.
 //!
-//! Owns: the only place that opens a `.gguf` and interprets its key/value metadata. It does not
+//! Owns: the only place that opens a `.gguf` and interprets its key/value metadata, and which
+//! tensor types fit a row length ([`fit_type`], llama-quantize's fallbacks). It does not
 //! know architectures (see `model::config`) or tokenizers (see `tokenizer`); it hands them typed
 //! getters whose errors name the file and the key.
 //!

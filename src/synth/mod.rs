@@ -3,8 +3,9 @@
 //! (`convert_hf_to_gguf.py`) writes for each architecture, so tests and the `tiny` recipe run
 //! the real loading path: same metadata keys, tensor names, shapes and types as a downloaded file.
 //!
-//! Owns: [`SynthSpec`] (sizes, quant types, seed) -> metadata + tensors -> one `.gguf`, through
-//! [`crate::gguf::write::write_gguf`]. It does not load or run models.
+//! Owns: [`SynthSpec`] (sizes, quant types, seed, vocabulary size) -> metadata + tensors -> one
+//! `.gguf`, through [`crate::gguf::write::write_gguf_streamed`] (a tensor drawn only when it is
+//! written). It does not load or run models.
 //!
 //! Layout per architecture (`{a}` = `llama` | `qwen2` | `qwen3` | `gemma3`; shapes rows first,
 //! candle order, `q = n_head * head_dim`, `kv = n_kv_head * head_dim`):
