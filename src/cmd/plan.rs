@@ -14,15 +14,7 @@ pub fn run(a: PlanArgs) -> Result<()> {
     if let Some(d) = a.device {
         recipe.device = d;
     }
-    let device = recipe.device.open_and_report().context("device")?;
-    let exec =
-        crate::model::Execution::choose(device, recipe.dtype, recipe.backend).map_err(|e| {
-            anyhow::anyhow!(
-                "dtype: {:?}, backend: {}: {e}",
-                recipe.dtype,
-                recipe.backend
-            )
-        })?;
+    let exec = crate::train::execution(&recipe)?;
     let (f, c) = memory::open_header(&recipe).context("model.path")?;
     let knobs = Knobs::of(&recipe);
     let here = Compute::of(&exec);

@@ -20,7 +20,7 @@ use indicatif::{ProgressBar, ProgressStyle};
 use serde::Serialize;
 
 use crate::data::batch::TrainPair;
-use crate::model::{Adapters, Lora, Model, Scored};
+use crate::model::{Adapters, Lora, Model};
 
 /// An export warns unless it keeps between this share of the trained change and its inverse (a
 /// change much larger than the adapter's is rounding noise, not training)...
@@ -92,21 +92,8 @@ pub fn measure(
     let mut chosen = Vec::with_capacity(pairs.len());
     let mut rejected = Vec::with_capacity(pairs.len());
     for chunk in pairs.chunks(PAIRS_PER_PASS) {
-        let seqs: Vec<(Scored, Scored)> = chunk
-            .iter()
-            .map(|p| {
-                (
-                    Scored {
-                        ids: &p.chosen.ids,
-                        score_from: p.chosen.prompt_len,
-                    },
-                    Scored {
-                        ids: &p.rejected.ids,
-                        score_from: p.rejected.prompt_len,
-                    },
-                )
-            })
-            .collect();
+        let refs: Vec<&TrainPair> = chunk.iter().collect();
+        let seqs = crate::train::reference::pair_sequences(&refs);
         let sums = |m: &Model, a: Adapters| -> Result<Vec<f32>> {
             Ok(m.pair_logps(&seqs, a)?.sums.to_vec1::<f32>()?)
         };

@@ -37,17 +37,7 @@ pub fn write(
 ) -> Result<()> {
     let f = &base.file;
     let c = &base.model.config;
-    let mut metadata: Vec<(String, Value)> = f
-        .metadata()
-        .iter()
-        .map(|(k, v)| (k.clone(), v.clone()))
-        // candle writes 32-byte alignment; a copied different value would misplace every tensor.
-        .filter(|(k, _)| k != "general.alignment")
-        .collect();
-    // general.* first, then the rest, each sorted: stable files, and llama.cpp's usual order.
-    metadata.sort_by(|(a, _), (b, _)| {
-        (!a.starts_with("general."), a).cmp(&(!b.starts_with("general."), b))
-    });
+    let mut metadata = copied_metadata(f);
     if let QuantChoice::All(t) = q {
         // One type for every matrix; `keep` and `base` mix types, as the base file may.
         set(
@@ -158,6 +148,22 @@ pub fn write(
         ));
     }
     Ok(())
+}
+
+/// The base's metadata to copy into a new GGUF: all but `general.alignment` (the writer uses
+/// 32-byte alignment; a copied different value would misplace every tensor), `general.*` first,
+/// then the rest, each sorted (stable files, and llama.cpp's usual order).
+pub fn copied_metadata(f: &crate::gguf::GgufFile) -> Vec<(String, Value)> {
+    let mut metadata: Vec<(String, Value)> = f
+        .metadata()
+        .iter()
+        .filter(|(k, _)| k.as_str() != "general.alignment")
+        .map(|(k, v)| (k.clone(), v.clone()))
+        .collect();
+    metadata.sort_by(|(a, _), (b, _)| {
+        (!a.starts_with("general."), a).cmp(&(!b.starts_with("general."), b))
+    });
+    metadata
 }
 
 /// The written `model.gguf` in `dir`, loaded for scoring.

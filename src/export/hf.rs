@@ -254,12 +254,7 @@ pub fn read_back(base: &Loaded, dtype: HfDtype, dir: &Path) -> Result<crate::mod
         };
         tensors.push((name.to_string(), QTensor::quantize(&t, ty)?));
     }
-    let metadata: Vec<_> = f
-        .metadata()
-        .iter()
-        .filter(|(k, _)| k.as_str() != "general.alignment")
-        .map(|(k, v)| (k.clone(), v.clone()))
-        .collect();
+    let metadata = super::gguf::copied_metadata(f);
     let scratch = dir.join(".read-back.gguf");
     crate::gguf::write::write_gguf(&scratch, &metadata, &tensors)?;
     drop(tensors);

@@ -301,19 +301,23 @@ fn preflight(
     Ok((keep, why))
 }
 
+/// The device, activation type and backend the recipe asks for (the device opened and reported).
+pub fn execution(recipe: &Recipe) -> Result<crate::model::Execution> {
+    let device = recipe.device.open_and_report().context("device")?;
+    crate::model::Execution::choose(device, recipe.dtype, recipe.backend).map_err(|e| {
+        anyhow::anyhow!(
+            "dtype: {:?}, backend: {}: {e}",
+            recipe.dtype,
+            recipe.backend
+        )
+    })
+}
+
 /// Train as the recipe says. Writes into `recipe.output.dir`.
 pub fn run(recipe: &Recipe, opts: &Options) -> Result<Outcome> {
     let out_dir = &recipe.output.dir;
     prepare_output(out_dir, opts.resume)?;
-    let device = recipe.device.open_and_report().context("device")?;
-    let exec =
-        crate::model::Execution::choose(device, recipe.dtype, recipe.backend).map_err(|e| {
-            anyhow::anyhow!(
-                "dtype: {:?}, backend: {}: {e}",
-                recipe.dtype,
-                recipe.backend
-            )
-        })?;
+    let exec = execution(recipe)?;
     // The memory plan, from the GGUF header alone: a run that cannot fit stops here, in seconds.
     let (keep, why) = preflight(recipe, &exec, opts)?;
     let mut loaded = Loaded::open_on(&recipe.model.path, &exec).context("model.path")?;
