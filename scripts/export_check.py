@@ -31,6 +31,7 @@ import argparse
 import json
 import math
 import os
+import shutil
 import subprocess
 import sys
 import time
@@ -193,21 +194,15 @@ def check_model(name, a, report):
     base = export("hf", "hf-base", "--base-only", "--dtype", "f32")
     make_peft_adapter(base, work / "peft-src", rank, alpha, rslora, seed=7)
     src = work / "peft-src"
+    make_peft_adapter(base, work / "peft-zero", rank, alpha, rslora, seed=7, zero=True)
+    zero = work / "peft-zero"
     ref = dpo_scores(bin_, model, src, data)
     plain = dpo_scores(bin_, model, None, data)
     shift = max_diff(ref, plain)
 
-    peft_out = export("peft", "peft", adapter=src)
-    hf32 = export("hf", "hf-f32", "--dtype", "f32", adapter=src)
-    hf16 = export("hf", "hf-bf16", adapter=src)
-    g32 = export("gguf", "gguf-f32", "--quant", "f32", adapter=src)
-    gq = export("gguf", "gguf-base", "--quant", "base", adapter=src)
-    glora = export("gguf-lora", "gguf-lora", adapter=src)
-    # The base dequantized to f32 as a GGUF (merging an all-zero adapter), so llama.cpp can apply
-    # the LoRA GGUF without its quantized kernels in the way.
-    make_peft_adapter(base, work / "peft-zero", rank, alpha, rslora, seed=7, zero=True)
-    gbase32 = export("gguf", "gguf-base-f32", "--quant", "f32", adapter=work / "peft-zero")
-
+    # Each large export is written just before its client reads it and removed right after, so
+    # the check needs the disk of the base folder and one export at a time (~2.2 GB for Gemma),
+    # not of all of them (~5 GB).
     rows = []
 
     def row(what, scores, limit=None):
@@ -219,40 +214,62 @@ def check_model(name, a, report):
             ok &= d <= limit
         rows.append((what, d, verdict))
 
+    def llama(path, **kw):
+        return Llama(model_path=str(path), n_ctx=512, logits_all=True, verbose=False, seed=0, **kw)
+
     rows.append(("dpo-lora score, base without the adapter (how much the adapter moves)", shift, ""))
+    hf32 = export("hf", "hf-f32", "--dtype", "f32", adapter=src)
     m = AutoModelForCausalLM.from_pretrained(hf32, dtype=torch.float32).eval()
     row("transformers, merged hf f32", score_all(torch_logps(m), recs), TOL)
     del m
+    bad, bad_auto, total, auto_class = (tokenizer_mismatches(hf32, fixtures, name)
+                  if (fixtures / name / "strings_tokens.json").exists() else (0, 0, 0, ""))
+    ok &= bad == 0
+    given = fixtures / name / "config.json"
+    diffs = (config_diffs(json.loads((hf32 / "config.json").read_text()), json.loads(given.read_text()))
+             if given.exists() else None)
+    shutil.rmtree(hf32)
+    hf16 = export("hf", "hf-bf16", adapter=src)
     m = AutoModelForCausalLM.from_pretrained(hf16, dtype=torch.bfloat16).eval()
     row("transformers, merged hf bf16 (bf16 compute)", score_all(torch_logps(m), recs))
     del m
     m = AutoModelForCausalLM.from_pretrained(hf16, dtype=torch.float32).eval()
     row("transformers, merged hf bf16 weights, f32 compute", score_all(torch_logps(m), recs))
     del m
+    shutil.rmtree(hf16)
+    peft_out = export("peft", "peft", adapter=src)
     bm = AutoModelForCausalLM.from_pretrained(base, dtype=torch.float32)
     pm = PeftModel.from_pretrained(bm, peft_out).eval()
     row("PEFT, exported adapter on the --base-only folder", score_all(torch_logps(pm), recs), TOL)
     merged = pm.merge_and_unload()
     del pm, bm, merged
+    shutil.rmtree(base)
 
-    llm = Llama(model_path=str(g32 / "model.gguf"), n_ctx=512, logits_all=True, verbose=False, seed=0)
+    g32 = export("gguf", "gguf-f32", "--quant", "f32", adapter=src)
+    llm = llama(g32 / "model.gguf")
     row("llama.cpp, merged gguf f32", score_all(llama_logps(llm), recs), LLAMA_F32_TOL)
     gen_merged = llm("The capital of France is", max_tokens=12, temperature=0.0)["choices"][0]["text"]
     del llm
-    llm = Llama(model_path=str(gq / "model.gguf"), n_ctx=512, logits_all=True, verbose=False, seed=0)
+    shutil.rmtree(g32)
+    gq = export("gguf", "gguf-base", "--quant", "base", adapter=src)
+    llm = llama(gq / "model.gguf")
     row("llama.cpp, merged gguf at the base's quant types", score_all(llama_logps(llm), recs))
     del llm
-    llm = Llama(model_path=str(model), lora_path=str(glora / "adapter.gguf"), n_ctx=512,
-                logits_all=True, verbose=False, seed=0)
+    shutil.rmtree(gq)
+    glora = export("gguf-lora", "gguf-lora", adapter=src)
+    llm = llama(model, lora_path=str(glora / "adapter.gguf"))
     with_lora = score_all(llama_logps(llm), recs)
     row("llama.cpp, base gguf + LoRA gguf (quantized kernels)", with_lora)
     gen_lora = llm("The capital of France is", max_tokens=12, temperature=0.0)["choices"][0]["text"]
     del llm
-    llm = Llama(model_path=str(gbase32 / "model.gguf"), lora_path=str(glora / "adapter.gguf"),
-                n_ctx=512, logits_all=True, verbose=False, seed=0)
+    # The base dequantized to f32 as a GGUF (merging an all-zero adapter), so llama.cpp can apply
+    # the LoRA GGUF without its quantized kernels in the way.
+    gbase32 = export("gguf", "gguf-base-f32", "--quant", "f32", adapter=zero)
+    llm = llama(gbase32 / "model.gguf", lora_path=str(glora / "adapter.gguf"))
     row("llama.cpp, f32 base gguf + LoRA gguf", score_all(llama_logps(llm), recs), LLAMA_F32_TOL)
     del llm
-    llm = Llama(model_path=str(model), n_ctx=512, logits_all=True, verbose=False, seed=0)
+    shutil.rmtree(gbase32)
+    llm = llama(model)
     base_cpp = score_all(llama_logps(llm), recs)
     del llm
     rows.append(("llama.cpp, base gguf alone vs dpo-lora base (kernel difference, context)",
@@ -261,10 +278,6 @@ def check_model(name, a, report):
     effect = lambda a, b: [(x[0] - y[0], x[1] - y[1]) for x, y in zip(a, b)]
     rows.append(("adapter effect: llama.cpp (base + LoRA gguf) - (base) vs dpo-lora's",
                  max_diff(effect(with_lora, base_cpp), effect(ref, plain)), ""))
-
-    bad, bad_auto, total, auto_class = (tokenizer_mismatches(hf32, fixtures, name)
-                  if (fixtures / name / "strings_tokens.json").exists() else (0, 0, 0, ""))
-    ok &= bad == 0
 
     report.append(f"## {name} (`{file}`), adapter r={rank} alpha={alpha} rslora={rslora}, "
                   f"{len(recs)} records\n")
@@ -276,14 +289,13 @@ def check_model(name, a, report):
     if total:
         report.append(f"- exported tokenizer.json vs llama.cpp ids: {bad} mismatches of {total} "
                       f"(tokenizers library); {bad_auto} through transformers' AutoTokenizer ({auto_class})")
-    given = fixtures / name / "config.json"
-    if given.exists():
-        diffs = config_diffs(json.loads((hf32 / "config.json").read_text()), json.loads(given.read_text()))
+    if diffs is not None:
         ok &= not diffs
         report.append(f"- config.json vs the config the model was made from: "
                       f"{'same dimensions' if not diffs else 'DIFFERS: ' + '; '.join(diffs)}")
     report.append(f"- llama.cpp generation, merged f32: {gen_merged!r}")
     report.append(f"- llama.cpp generation, base + LoRA gguf: {gen_lora!r}\n")
+    shutil.rmtree(work)
     return ok
 
 
@@ -346,6 +358,9 @@ def check_trained(name, a, report):
         fid = json.loads((out / "fidelity.json").read_text())
         size = (out / "model.gguf").stat().st_size / base_size
         kept, agree, delta = fidelity_of(cpp(model_path=str(out / "model.gguf")), cpp_base, cpp_adapted)
+        if q == "keep":
+            fid0 = fid
+        shutil.rmtree(out)
         verdict = ""
         if q == "keep":
             good = (size <= KEEP_MAX_SIZE and min(fid["kept"], kept) >= KEEP_MIN_KEPT
@@ -355,7 +370,6 @@ def check_trained(name, a, report):
         lines.append(f"| `--quant {q}` | {size:.2f}x | {100 * fid['kept']:.1f} % | "
                      f"{100 * fid['agreement']:.1f} % | {fid['mean_abs_delta']:.2f} | "
                      f"{100 * kept:.1f} % | {100 * agree:.1f} % | {delta:.2f} | {verdict} |")
-    fid0 = json.loads((work / "gguf-keep" / "fidelity.json").read_text())
     report.append(f"## {name}: a trained adapter merged (`{recipe}`, trained here in {trained_s:.0f} s), "
                   f"{len(recs)} held-out pairs\n")
     report.append(f"Base file {base_size / 1e6:.1f} MB. Trained change (base + adapter's margin minus the "
@@ -368,6 +382,7 @@ def check_trained(name, a, report):
     report.append("|---|---|---|---|---|---|---|---|---|")
     report.extend(lines)
     report.append("")
+    shutil.rmtree(work)
     return ok
 
 
