@@ -134,7 +134,7 @@ def main():
     tps = sum(tokens) / len(tokens)
     row = {
         "workload": a.workload,
-        "mode": "trl-dpo-peft",
+        "mode": "trl-dpo-peft" + ("" if cfg.gradient_checkpointing else "-no-gc"),
         "what": f"TRL {trl.__version__} DPOTrainer + PEFT {peft.__version__} LoRA, transformers "
         f"{transformers.__version__}, torch {torch.__version__}, dense f32, reference = adapter disabled, "
         f"gradient checkpointing {'on (TRL default)' if cfg.gradient_checkpointing else 'off'}",

@@ -92,6 +92,10 @@ pub struct BenchArgs {
     /// steps, much more memory; what a trainer without gradient checkpointing does).
     #[arg(long)]
     pub no_gradient_checkpointing: bool,
+    /// Comma-separated checkpoint keep levels to measure each mode at: none, mlp, projections
+    /// (`train.checkpoint_keep`; default projections, the fastest).
+    #[arg(long, value_delimiter = ',', default_value = "projections")]
+    pub keep: Vec<String>,
     /// Run chosen and rejected as separate rows instead of one row per pair with the prompt
     /// computed once.
     #[arg(long)]
@@ -192,6 +196,10 @@ pub struct SynthArgs {
     /// A Jinja file written as the model's `tokenizer.chat_template` (a real model's template).
     #[arg(long)]
     pub chat_template: Option<PathBuf>,
+    /// Write zero weights instead of drawing them: the real shape's header and file size in
+    /// seconds, a file to run `dpo-lora plan` against (it trains nothing meaningful).
+    #[arg(long)]
+    pub zeros: bool,
 }
 
 #[derive(Debug, Args)]

@@ -26,6 +26,7 @@ pub mod cmd;
 pub mod data;
 pub mod device;
 pub mod digest;
+pub mod errors;
 pub mod export;
 pub mod gguf;
 pub mod loss;

@@ -25,9 +25,7 @@ fn main() {
     }
     let cli = Cli::parse();
     if let Err(e) = dpo_lora::cmd::run(cli) {
-        // One line: the whole context chain, newlines folded.
-        let msg = format!("{e:#}").replace('\n', " ");
-        eprintln!("error: {msg}");
+        eprintln!("error: {}", dpo_lora::errors::one_line(&e));
         std::process::exit(2);
     }
 }

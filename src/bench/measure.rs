@@ -18,6 +18,7 @@ use crate::loss::{LossType, PreferenceLoss};
 use crate::model::{Adapters, Lora, LoraConfig, Model, Target};
 use crate::recipe::{LossSection, Truncation};
 use crate::session::Loaded;
+use crate::train::memory::{self, KeepName};
 use crate::train::{self, optim, pairwise, reference, RefVals};
 
 /// Pairs per optimizer step (one micro-batch; no accumulation).
@@ -40,6 +41,8 @@ pub struct Job<'a> {
     pub gradient_checkpointing: bool,
     pub prefix_sharing: bool,
     pub mode: Mode,
+    /// What a checkpointed block keeps (`train.checkpoint_keep`).
+    pub keep: KeepName,
     pub workload: Workload,
     pub data: &'a Path,
     pub warmup: usize,
@@ -75,8 +78,15 @@ fn shapes(model: &Model, pairs: &[&TrainPair]) -> Result<Shapes> {
     })
 }
 
-/// A row from per-step times, tokens and FLOPs (measured steps only).
-fn row(job: &Job, mode: &str, what: &str, secs: &[f64], tokens: &[usize], flop: &[f64]) -> Row {
+/// A row from per-step times, tokens and FLOPs (measured steps only), beside the plan's peak.
+fn row(
+    job: &Job,
+    (mode, what): (&str, &str),
+    predicted: &memory::Plan,
+    secs: &[f64],
+    tokens: &[usize],
+    flop: &[f64],
+) -> Row {
     let n = secs.len().max(1) as f64;
     let med = median(secs);
     let tokens_per_step = tokens.iter().sum::<usize>() as f64 / n;
@@ -93,6 +103,10 @@ fn row(job: &Job, mode: &str, what: &str, secs: &[f64], tokens: &[usize], flop: 
         gflop_per_step: Some(gflop_per_step),
         gflops: Some(gflop_per_step / med),
         peak_share: None,
+        keep: job
+            .gradient_checkpointing
+            .then(|| job.keep.name().to_string()),
+        predicted_peak_mib: Some(predicted.predicted_peak_bytes as f64 / (1 << 20) as f64),
     }
 }
 
@@ -104,6 +118,7 @@ pub fn run(job: &Job, progress: &mut dyn FnMut(usize, usize)) -> Result<Vec<Row>
         .map_err(|e| anyhow::anyhow!("--dtype {:?} --backend {}: {e}", job.dtype, job.backend))?;
     let mut loaded = Loaded::open_on(job.model, &exec)?;
     loaded.model.set_checkpointing(job.gradient_checkpointing);
+    loaded.model.set_checkpoint_keep(job.keep.keep());
     loaded.model.set_prefix_sharing(job.prefix_sharing);
     let model = &loaded.model;
     let limits = Limits {
@@ -130,6 +145,28 @@ pub fn run(job: &Job, progress: &mut dyn FnMut(usize, usize)) -> Result<Vec<Row>
             .map(|j| &set.pairs[(s * PAIRS_PER_STEP + j) % n])
             .collect()
     };
+    // What `dpo-lora plan` predicts for this run: the same knobs a recipe would give.
+    let knobs = memory::Knobs {
+        batch_size: PAIRS_PER_STEP,
+        max_length: super::workload::MAX_LENGTH,
+        longest_pair: Some(memory::longest_pair(set.pairs.iter())),
+        longest_batch: (0..total)
+            .map(|s| memory::batch_tokens(batch(s).into_iter()))
+            .max(),
+        gradient_checkpointing: job.gradient_checkpointing,
+        rank: LORA_RANK,
+        targets: Target::ALL.to_vec(),
+    };
+    let mut predicted = memory::plan(
+        &loaded.file,
+        &model.config,
+        &knobs,
+        memory::Compute::of(&exec),
+        job.keep,
+    );
+    if job.mode == Mode::SecondCopy {
+        predicted = predicted.with_second_copy();
+    }
     let lora = Lora::init(
         LoraConfig {
             rank: LORA_RANK,
@@ -186,8 +223,11 @@ pub fn run(job: &Job, progress: &mut dyn FnMut(usize, usize)) -> Result<Vec<Row>
         }
         rows.push(row(
             job,
-            "reference-precompute",
-            "one-off: reference forward (adapters off, no graph) over each step's 2 pairs",
+            (
+                "reference-precompute",
+                "one-off: reference forward (adapters off, no graph) over each step's 2 pairs",
+            ),
+            &predicted,
             &secs,
             &tokens,
             &flop,
@@ -264,8 +304,8 @@ pub fn run(job: &Job, progress: &mut dyn FnMut(usize, usize)) -> Result<Vec<Row>
     }
     rows.push(row(
         job,
-        job.mode.name(),
-        job.mode.describe(),
+        (job.mode.name(), job.mode.describe()),
+        &predicted,
         &secs,
         &tokens,
         &flop,

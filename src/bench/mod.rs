@@ -30,6 +30,8 @@ use serde::{Deserialize, Serialize};
 
 pub use workload::Workload;
 
+use crate::train::memory::KeepName;
+
 /// What is measured. Every mode trains the same adapters with the same optimizer.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Mode {
@@ -106,6 +108,22 @@ pub struct Row {
     pub gflops: Option<f64>,
     /// `gflops` / this machine's measured matmul peak.
     pub peak_share: Option<f64>,
+    /// The checkpoint keep level (`None` without checkpointing, and on TRL's side).
+    #[serde(default)]
+    pub keep: Option<String>,
+    /// The memory plan's predicted peak for this mode (`dpo-lora plan`'s model), MiB.
+    #[serde(default)]
+    pub predicted_peak_mib: Option<f64>,
+}
+
+impl Row {
+    /// The mode, with its keep level where a report measures several.
+    pub fn label(&self, several_keeps: bool) -> String {
+        match (&self.keep, several_keeps) {
+            (Some(k), true) => format!("{} @{k}", self.mode),
+            _ => self.mode.clone(),
+        }
+    }
 }
 
 /// Everything `bench.json` holds.
@@ -113,6 +131,9 @@ pub struct Row {
 pub struct Report {
     pub tool: String,
     pub model: String,
+    /// The model file's size, bytes (the scale checks compare peaks with it).
+    #[serde(default)]
+    pub model_file_bytes: u64,
     pub threads: usize,
     pub settings: serde_json::Value,
     pub workloads: serde_json::Value,
@@ -133,6 +154,8 @@ pub struct Options {
     pub prefix_sharing: bool,
     pub workloads: Vec<Workload>,
     pub modes: Vec<Mode>,
+    /// Checkpoint keep levels; every mode runs at each (one when checkpointing is off).
+    pub keeps: Vec<crate::train::memory::KeepName>,
     pub warmup: usize,
     pub steps: usize,
     pub out: Option<PathBuf>,
@@ -219,18 +242,33 @@ pub fn run(opts: &Options) -> Result<(Report, PathBuf)> {
     bar.set_message("matrix-product peak");
     let matmul_before = flops::matmul_peak(config.hidden, config.ffn, 5);
 
-    let jobs: Vec<(Workload, &PathBuf, Mode)> = data_files
+    let keeps = if opts.gradient_checkpointing {
+        &opts.keeps[..]
+    } else {
+        &opts.keeps[..1.min(opts.keeps.len())]
+    };
+    let jobs: Vec<(Workload, &PathBuf, KeepName, Mode)> = data_files
         .iter()
-        .flat_map(|(w, p)| opts.modes.iter().map(move |m| (*w, p, *m)))
+        .flat_map(|(w, p)| {
+            keeps
+                .iter()
+                .flat_map(move |k| opts.modes.iter().map(move |m| (*w, p, *k, *m)))
+        })
         .collect();
     let steps_of =
         |m: Mode| (opts.warmup + opts.steps) * if m == Mode::Precomputed { 2 } else { 1 };
-    bar.set_length(jobs.iter().map(|j| steps_of(j.2) as u64).sum());
+    bar.set_length(jobs.iter().map(|j| steps_of(j.3) as u64).sum());
     let mut results = Vec::new();
-    for (w, data, mode) in jobs {
-        bar.set_message(format!("{} / {}", w.name(), mode.name()));
-        let rows = run_child(&model_path, w, data, mode, opts, &bar)
-            .with_context(|| format!("bench {} on the {} workload", mode.name(), w.name()))?;
+    for (w, data, keep, mode) in jobs {
+        bar.set_message(format!("{} / {} / keep {}", w.name(), mode.name(), keep.name()));
+        let rows = run_child(&model_path, w, data, keep, mode, opts, &bar).with_context(|| {
+            format!(
+                "bench {} on the {} workload, keep {}",
+                mode.name(),
+                w.name(),
+                keep.name()
+            )
+        })?;
         results.extend(rows);
     }
     bar.set_message("matrix-product peak");
@@ -250,6 +288,7 @@ pub fn run(opts: &Options) -> Result<(Report, PathBuf)> {
             .file_name()
             .map(|f| f.to_string_lossy().into_owned())
             .unwrap_or_default(),
+        model_file_bytes: std::fs::metadata(&model_path).map_or(0, |m| m.len()),
         threads: rayon::current_num_threads(),
         settings: serde_json::json!({
             "pairs_per_step": measure::PAIRS_PER_STEP,
@@ -264,6 +303,7 @@ pub fn run(opts: &Options) -> Result<(Report, PathBuf)> {
             "warmup_steps": opts.warmup,
             "measured_steps": opts.steps,
             "gradient_checkpointing": opts.gradient_checkpointing,
+            "checkpoint_keep": keeps.iter().map(|k| k.name()).collect::<Vec<_>>(),
             "prefix_sharing": opts.prefix_sharing,
             "backend": opts.backend.to_string(),
         }),
@@ -281,6 +321,7 @@ fn run_child(
     model: &Path,
     w: Workload,
     data: &Path,
+    keep: KeepName,
     mode: Mode,
     opts: &Options,
     bar: &ProgressBar,
@@ -304,6 +345,8 @@ fn run_child(
             &format!("{:?}", opts.dtype).to_lowercase(),
             "--backend",
             &opts.backend.to_string(),
+            "--keep",
+            keep.name(),
         ])
         .args((!opts.gradient_checkpointing).then_some("--no-gradient-checkpointing"))
         .args((!opts.prefix_sharing).then_some("--no-prefix-sharing"))

@@ -15,24 +15,30 @@ fn opt(v: Option<f64>, prec: usize) -> String {
         .map_or("-".into(), |x| format!("{x:.prec$}"))
 }
 
-const HEADER: [&str; 8] = [
+const HEADER: [&str; 11] = [
     "workload",
     "mode",
+    "keep",
     "step s (median)",
     "tokens/s",
     "peak RSS MiB",
+    "planned MiB",
+    "measured / planned",
     "GFLOP/step",
     "GFLOP/s",
     "% of matmul peak",
 ];
 
-fn cells(r: &Row) -> [String; 8] {
+fn cells(r: &Row) -> [String; 11] {
     [
         r.workload.clone(),
         r.mode.clone(),
+        r.keep.clone().unwrap_or_else(|| "-".into()),
         format!("{:.3}", r.step_s_median),
         format!("{:.1}", r.tokens_per_s),
         format!("{:.0}", r.peak_rss_mib),
+        opt(r.predicted_peak_mib, 0),
+        opt(r.predicted_peak_mib.map(|p| r.peak_rss_mib / p), 2),
         opt(r.gflop_per_step, 1),
         opt(r.gflops, 1),
         opt(r.peak_share.map(|s| s * 100.0), 1),
@@ -41,7 +47,7 @@ fn cells(r: &Row) -> [String; 8] {
 
 /// The results as an aligned text table.
 pub fn table(rep: &Report) -> String {
-    let rows: Vec<[String; 8]> = rep.results.iter().map(cells).collect();
+    let rows: Vec<[String; 11]> = rep.results.iter().map(cells).collect();
     let mut w = HEADER.map(str::len);
     for r in &rows {
         for (i, c) in r.iter().enumerate() {
@@ -52,7 +58,7 @@ pub fn table(rep: &Report) -> String {
         c.iter()
             .enumerate()
             .map(|(i, s)| {
-                if i < 2 {
+                if i < 3 {
                     format!("{s:<width$}", width = w[i])
                 } else {
                     format!("{s:>width$}", width = w[i])
@@ -70,43 +76,80 @@ pub fn table(rep: &Report) -> String {
     out
 }
 
-/// A mode's row on a workload.
-fn find<'a>(rep: &'a Report, workload: &str, mode: &str) -> Option<&'a Row> {
+/// A mode's row on a workload at a keep level (`None`: without checkpointing).
+fn find<'a>(rep: &'a Report, workload: &str, keep: Option<&str>, mode: &str) -> Option<&'a Row> {
     rep.results
         .iter()
-        .find(|r| r.workload == workload && r.mode == mode)
+        .find(|r| r.workload == workload && r.keep.as_deref() == keep && r.mode == mode)
 }
 
-/// The two design checks, per workload: b's peak RSS <= 1.05 x a's, c's step <= 1.1 x a's.
+/// The distinct values of `f` over the rows, in order of first appearance.
+fn distinct<T: PartialEq>(rep: &Report, f: impl Fn(&Row) -> T) -> Vec<T> {
+    let mut v = Vec::new();
+    for r in &rep.results {
+        let x = f(r);
+        if !v.contains(&x) {
+            v.push(x);
+        }
+    }
+    v
+}
+
+/// The design checks, per workload and keep level: b's peak RSS <= 1.05 x a's, c's step <= 1.1 x
+/// a's, what a second copy costs, and the plan against the measured peaks.
 pub fn checks(rep: &Report) -> Vec<String> {
     let mut out = Vec::new();
-    let mut workloads: Vec<&str> = rep.results.iter().map(|r| r.workload.as_str()).collect();
-    workloads.dedup();
-    for w in workloads {
-        let a = find(rep, w, Mode::PolicyOnly.name());
-        if let (Some(a), Some(b)) = (a, find(rep, w, Mode::AdaptersOff.name())) {
-            let r = b.peak_rss_mib / a.peak_rss_mib;
-            out.push(format!(
-                "{w}: peak RSS dpo-adapters-off / policy-only = {r:.3} (target <= 1.05: {})",
-                if r <= 1.05 { "holds" } else { "does not hold" }
-            ));
+    let keeps = distinct(rep, |r| r.keep.clone());
+    for w in distinct(rep, |r| r.workload.clone()) {
+        for keep in &keeps {
+            let k = keep.as_deref();
+            let at = keep
+                .as_ref()
+                .filter(|_| keeps.len() > 1)
+                .map(|k| format!(" (keep {k})"))
+                .unwrap_or_default();
+            let a = find(rep, &w, k, Mode::PolicyOnly.name());
+            if let (Some(a), Some(b)) = (a, find(rep, &w, k, Mode::AdaptersOff.name())) {
+                let r = b.peak_rss_mib / a.peak_rss_mib;
+                out.push(format!(
+                    "{w}{at}: peak RSS dpo-adapters-off / policy-only = {r:.3} (target <= 1.05: {})",
+                    if r <= 1.05 { "holds" } else { "does not hold" }
+                ));
+            }
+            if let (Some(a), Some(c)) = (a, find(rep, &w, k, Mode::Precomputed.name())) {
+                let r = c.step_s_median / a.step_s_median;
+                out.push(format!(
+                    "{w}{at}: step time dpo-precomputed / policy-only = {r:.3} (target <= 1.1: {})",
+                    if r <= 1.1 { "holds" } else { "does not hold" }
+                ));
+            }
+            if let (Some(b), Some(d)) = (
+                find(rep, &w, k, Mode::AdaptersOff.name()),
+                find(rep, &w, k, Mode::SecondCopy.name()),
+            ) {
+                out.push(format!(
+                    "{w}{at}: a second copy of the base as reference costs {:+.0} MiB peak RSS over adapters-off",
+                    d.peak_rss_mib - b.peak_rss_mib
+                ));
+            }
         }
-        if let (Some(a), Some(c)) = (a, find(rep, w, Mode::Precomputed.name())) {
-            let r = c.step_s_median / a.step_s_median;
-            out.push(format!(
-                "{w}: step time dpo-precomputed / policy-only = {r:.3} (target <= 1.1: {})",
-                if r <= 1.1 { "holds" } else { "does not hold" }
-            ));
-        }
-        if let (Some(b), Some(d)) = (
-            find(rep, w, Mode::AdaptersOff.name()),
-            find(rep, w, Mode::SecondCopy.name()),
-        ) {
-            out.push(format!(
-                "{w}: a second copy of the base as reference costs {:+.0} MiB peak RSS over adapters-off",
-                d.peak_rss_mib - b.peak_rss_mib
-            ));
-        }
+    }
+    let ratios: Vec<f64> = rep
+        .results
+        .iter()
+        .filter_map(|r| r.predicted_peak_mib.map(|p| r.peak_rss_mib / p))
+        .filter(|x| x.is_finite())
+        .collect();
+    if let (Some(lo), Some(hi)) = (
+        ratios.iter().copied().reduce(f64::min),
+        ratios.iter().copied().reduce(f64::max),
+    ) {
+        let within = ratios.iter().all(|r| (r - 1.0).abs() <= 0.15);
+        out.push(format!(
+            "memory plan: measured / planned peak from {lo:.2} to {hi:.2} over {} rows (target within 15 %: {})",
+            ratios.len(),
+            if within { "holds" } else { "does not hold" }
+        ));
     }
     out
 }
@@ -153,16 +196,9 @@ fn markdown(rep: &Report) -> String {
 }
 
 fn chart(rep: &Report, out: &Path) -> Result<()> {
-    let mut labels: Vec<String> = Vec::new();
-    let mut workloads: Vec<String> = Vec::new();
-    for r in &rep.results {
-        if !labels.contains(&r.mode) {
-            labels.push(r.mode.clone());
-        }
-        if !workloads.contains(&r.workload) {
-            workloads.push(r.workload.clone());
-        }
-    }
+    let several_keeps = distinct(rep, |r| r.keep.clone()).len() > 1;
+    let labels = distinct(rep, |r| r.label(several_keeps));
+    let workloads = distinct(rep, |r| r.workload.clone());
     let panel = |caption: &str, f: fn(&Row) -> f64| BarPanel {
         caption: caption.to_string(),
         series: workloads
@@ -170,7 +206,12 @@ fn chart(rep: &Report, out: &Path) -> Result<()> {
             .map(|w| {
                 let vals = labels
                     .iter()
-                    .map(|m| find(rep, w, m).map(f))
+                    .map(|l| {
+                        rep.results
+                            .iter()
+                            .find(|r| &r.workload == w && &r.label(several_keeps) == l)
+                            .map(f)
+                    })
                     .collect::<Vec<_>>();
                 (w.clone(), vals)
             })

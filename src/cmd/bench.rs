@@ -4,6 +4,7 @@ use anyhow::{Context, Result};
 
 use crate::bench::{self, Mode, Workload};
 use crate::cli::BenchArgs;
+use crate::train::memory::KeepName;
 
 pub fn run(a: BenchArgs) -> Result<()> {
     let workloads = bench::parse_list(
@@ -14,6 +15,13 @@ pub fn run(a: BenchArgs) -> Result<()> {
         Workload::name,
     )?;
     let modes = bench::parse_list("modes", &a.modes, &Mode::ALL, Mode::parse, Mode::name)?;
+    let keeps = bench::parse_list(
+        "keep",
+        &a.keep,
+        &KeepName::FASTEST_FIRST,
+        KeepName::parse,
+        KeepName::name,
+    )?;
     if let Some(child) = &a.child {
         let mode =
             Mode::parse(child).with_context(|| format!("--child: unknown mode `{child}`"))?;
@@ -29,6 +37,7 @@ pub fn run(a: BenchArgs) -> Result<()> {
             gradient_checkpointing: !a.no_gradient_checkpointing,
             prefix_sharing: !a.no_prefix_sharing,
             mode,
+            keep: keeps[0],
             workload: workloads[0],
             data,
             warmup: a.warmup,
@@ -45,6 +54,7 @@ pub fn run(a: BenchArgs) -> Result<()> {
         prefix_sharing: !a.no_prefix_sharing,
         workloads,
         modes,
+        keeps,
         warmup: a.warmup,
         steps: a.steps,
         out: a.out,

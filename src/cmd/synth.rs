@@ -38,6 +38,7 @@ pub fn run(a: SynthArgs) -> Result<()> {
         spec.vocab = a.vocab;
     }
     spec.seed = a.seed;
+    spec.zeros = a.zeros;
     for (size, given) in [
         (&mut spec.hidden, a.hidden),
         (&mut spec.ffn, a.ffn),

@@ -115,6 +115,9 @@ pub struct SynthSpec {
     /// A matrix whose rows do not fill `weight_type`'s blocks takes llama-quantize's fallback
     /// type (`gguf::fit_type`) instead of being refused.
     pub fallback: bool,
+    /// Zero bytes for every tensor instead of drawn values: the header, sizes and file size are
+    /// the real shape's, written in seconds, for `dpo-lora plan` (the model computes nothing).
+    pub zeros: bool,
 }
 
 /// The largest vocabulary a spec may ask for (Gemma 3's is 262,208).
@@ -188,6 +191,7 @@ impl SynthSpec {
             chat_template: None,
             vocab: None,
             fallback: false,
+            zeros: false,
         }
     }
 
@@ -211,6 +215,7 @@ impl SynthSpec {
             chat_template: None,
             vocab: Some(s.vocab),
             fallback: true,
+            zeros: false,
         }
     }
 
@@ -472,7 +477,12 @@ impl SynthSpec {
         };
         let mut failed = None;
         let written = write_gguf_streamed(path, &self.metadata(), &infos, |i| {
-            match self.draw_bytes(&tensors[i]) {
+            let drawn = if self.zeros {
+                Ok(vec![0u8; infos[i].size_in_bytes().unwrap_or(0)])
+            } else {
+                self.draw_bytes(&tensors[i])
+            };
+            match drawn {
                 Ok(bytes) => {
                     bar.inc(bytes.len() as u64);
                     Ok(bytes.into())
@@ -635,5 +645,26 @@ mod tests {
             .unwrap_err()
             .to_string()
             .contains("n_kv_head 3"));
+    }
+
+    /// `--zeros` writes the drawn file's header and size, with every tensor's bytes zero.
+    #[test]
+    fn zero_weights_keep_the_header_and_the_size() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut s = SynthSpec::tiny(SynthArch::Qwen2);
+        s.weight_type = GgmlDType::Q8_0;
+        let (drawn, zeros) = (dir.path().join("d.gguf"), dir.path().join("z.gguf"));
+        s.write(&drawn).unwrap();
+        s.zeros = true;
+        s.write(&zeros).unwrap();
+        let (a, b) = (std::fs::read(&drawn).unwrap(), std::fs::read(&zeros).unwrap());
+        assert_eq!(a.len(), b.len());
+        let fa = crate::gguf::GgufFile::open(&drawn).unwrap();
+        let fz = crate::gguf::GgufFile::open(&zeros).unwrap();
+        let start = fa.content.tensor_data_offset as usize;
+        assert_eq!(start, fz.content.tensor_data_offset as usize);
+        assert_eq!(a[..start], b[..start], "headers differ");
+        assert!(b[start..].iter().all(|&x| x == 0));
+        assert!(a[start..].iter().any(|&x| x != 0));
     }
 }

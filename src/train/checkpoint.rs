@@ -40,18 +40,18 @@ pub fn write(
     keep: usize,
 ) -> Result<PathBuf> {
     let root = root(output);
-    std::fs::create_dir_all(&root).with_context(|| format!("{}: cannot create", root.display()))?;
     let final_dir = root.join(name(state.step));
-    let staging = crate::atomic::Staging::new(&final_dir, true)?;
-    let tmp = staging.dir();
     let res = (|| -> Result<()> {
+        std::fs::create_dir_all(&root)
+            .with_context(|| format!("{}: cannot create", root.display()))?;
+        let staging = crate::atomic::Staging::new(&final_dir, true)?;
+        let tmp = staging.dir();
         peft::save(lora, &tmp.join("adapter"), base, None)?;
         opt.save(&tmp.join("optimizer.safetensors"))?;
         std::fs::write(tmp.join("state.json"), serde_json::to_string_pretty(state)?)?;
-        Ok(())
+        staging.commit()
     })();
-    res.with_context(|| format!("{}: writing the checkpoint failed", final_dir.display()))?;
-    staging.commit()?;
+    res.map_err(|e| failed(output, &final_dir, &e))?;
     let all = list(output);
     if all.len() > keep {
         for (dir, _) in &all[..all.len() - keep] {
@@ -59,6 +59,23 @@ pub fn write(
         }
     }
     Ok(final_dir)
+}
+
+/// A failed checkpoint write as one line that says what is still good and how to go on from it.
+fn failed(output: &Path, dir: &Path, e: &anyhow::Error) -> anyhow::Error {
+    let good = match latest(output) {
+        Some((d, st)) => format!(
+            "the last good checkpoint is {} (step {}); free space (or fix the folder) and rerun with --resume to continue from it",
+            d.display(),
+            st.step
+        ),
+        None => "no checkpoint was written before it; free space (or fix the folder) and rerun".into(),
+    };
+    anyhow::anyhow!(
+        "{}: writing the checkpoint failed: {}; {good}",
+        dir.display(),
+        crate::errors::one_line(e)
+    )
 }
 
 /// Complete checkpoints, oldest first.

@@ -114,6 +114,9 @@ impl KeepName {
             KeepName::Projections => "projections",
         }
     }
+    pub fn parse(s: &str) -> Option<Self> {
+        Self::FASTEST_FIRST.into_iter().find(|k| k.name() == s)
+    }
     /// Fastest first.
     pub const FASTEST_FIRST: [KeepName; 3] = [KeepName::Projections, KeepName::Mlp, KeepName::None];
 }
@@ -126,6 +129,9 @@ pub struct Knobs {
     /// The longest packed pair (prompt + both completions) of the data, once it is read; before,
     /// the bound `2 · max_length`.
     pub longest_pair: Option<usize>,
+    /// The most packed tokens one micro-batch holds, where the batches are known in advance (the
+    /// bench: its steps take the pairs in order); otherwise `batch_size` times the longest pair.
+    pub longest_batch: Option<usize>,
     pub gradient_checkpointing: bool,
     pub rank: usize,
     pub targets: Vec<Target>,
@@ -137,6 +143,7 @@ impl Knobs {
             batch_size: r.train.batch_size,
             max_length: r.data.max_length,
             longest_pair: None,
+            longest_batch: None,
             gradient_checkpointing: r.train.gradient_checkpointing,
             rank: r.lora.rank,
             targets: r.lora.target_modules.clone(),
@@ -155,6 +162,12 @@ pub fn plan(f: &GgufFile, c: &Config, knobs: &Knobs, target: Compute, keep: Keep
         Compute::Candle { act_bytes } => (act_bytes as f64, 1.0, 1.0),
     };
     let t = knobs.longest_pair.unwrap_or(2 * knobs.max_length) as f64;
+    // Tokens whose graphs are alive at once: the whole micro-batch on the CPU kernels, one pair on
+    // the Candle backend.
+    let alive = match (target, knobs.longest_batch) {
+        (Compute::CpuKernels { .. }, Some(b)) => b as f64,
+        _ => graphs * t,
+    };
     let (h, ffn, layers) = (c.hidden as f64, c.ffn as f64, c.n_layer as f64);
     let q = (c.n_head * c.head_dim) as f64;
     let kv = (c.n_kv_head * c.head_dim) as f64;
@@ -190,25 +203,26 @@ pub fn plan(f: &GgufFile, c: &Config, knobs: &Knobs, target: Compute, keep: Keep
     let (kept, kept_detail) = if knobs.gradient_checkpointing {
         let floats = h + keep.keep().floats_per_token(c.hidden, c.ffn) as f64;
         (
-            graphs * layers * t * floats * a,
+            layers * alive * floats * a,
             format!(
-                "{} pairs x {} layers x {} tokens x {} floats (block input + keep {})",
-                graphs,
+                "{} layers x {} tokens ({} pairs) x {} floats (block input + keep {})",
                 c.n_layer,
-                t,
+                alive,
+                graphs,
                 floats,
                 keep.name()
             ),
         )
     } else {
         (
-            graphs * layers * (t * block_floats * a + attention),
+            layers * (alive * block_floats * a + graphs * attention),
             format!(
-                "{} pairs x {} layers x ({} tokens x {} floats + attention {:.0} MiB), no checkpointing",
-                graphs,
+                "{} layers x ({} tokens ({} pairs) x {} floats + {} x attention {:.0} MiB), no checkpointing",
                 c.n_layer,
-                t,
+                alive,
+                graphs,
                 block_floats,
+                graphs,
                 attention / MIB
             ),
         )
@@ -259,6 +273,21 @@ pub fn plan(f: &GgufFile, c: &Config, knobs: &Knobs, target: Compute, keep: Keep
         parts,
         predicted_peak_bytes,
     }
+}
+
+/// The longest packed pair of `pairs`: the prompt once, then both completions (what a row of the
+/// prefix-shared forward holds, the `t` of the plan).
+pub fn longest_pair<'a>(pairs: impl Iterator<Item = &'a crate::data::batch::TrainPair>) -> usize {
+    pairs.map(packed_len).max().unwrap_or(0)
+}
+
+/// The packed tokens of `pairs` together (a micro-batch's, for [`Knobs::longest_batch`]).
+pub fn batch_tokens<'a>(pairs: impl Iterator<Item = &'a crate::data::batch::TrainPair>) -> usize {
+    pairs.map(packed_len).sum()
+}
+
+fn packed_len(p: &crate::data::batch::TrainPair) -> usize {
+    p.chosen.ids.len() + p.rejected.ids.len() - p.chosen.prompt_len
 }
 
 /// `(in, out)` of a linear from the config alone.
@@ -346,6 +375,7 @@ pub fn suggestions(
         b /= 2;
         let k = Knobs {
             batch_size: b,
+            longest_batch: None,
             gradient_checkpointing: true,
             ..knobs.clone()
         };
@@ -367,6 +397,7 @@ pub fn suggestions(
         let k = Knobs {
             max_length: l,
             longest_pair: None,
+            longest_batch: None,
             gradient_checkpointing: true,
             ..knobs.clone()
         };
@@ -381,6 +412,23 @@ pub fn suggestions(
 }
 
 impl Plan {
+    /// The same run holding a second loaded copy of the base as its reference (what `dpo-lora
+    /// bench`'s `dpo-second-copy` measures against; `run` never does this).
+    pub fn with_second_copy(mut self) -> Self {
+        let weights = self
+            .parts
+            .iter()
+            .find(|p| p.what == "weights")
+            .map_or(0, |p| p.bytes);
+        self.parts.push(Part {
+            what: "second copy",
+            bytes: weights,
+            detail: "the base loaded again as the reference".into(),
+        });
+        self.predicted_peak_bytes += weights;
+        self
+    }
+
     /// The plan as lines for a person.
     pub fn lines(&self) -> Vec<String> {
         let what = match self.target {
@@ -465,6 +513,7 @@ mod tests {
             batch_size: 2,
             max_length: 256,
             longest_pair: None,
+            longest_batch: None,
             gradient_checkpointing: true,
             rank: 8,
             targets: Target::ALL.to_vec(),
@@ -489,6 +538,13 @@ mod tests {
         assert!(
             more(Knobs {
                 longest_pair: Some(100),
+                ..base.clone()
+            }) < p0
+        );
+        // A known micro-batch shorter than batch_size x the longest pair: less.
+        assert!(
+            more(Knobs {
+                longest_batch: Some(300),
                 ..base.clone()
             }) < p0
         );

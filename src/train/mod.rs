@@ -347,13 +347,12 @@ pub fn run(recipe: &Recipe, opts: &Options) -> Result<Outcome> {
         eprintln!("{why}");
     }
     // The plan again with the data's own longest pair (the bound above assumes max_length).
-    let longest = train
-        .pairs
-        .iter()
-        .chain(eval.iter().flat_map(|e| e.pairs.iter()))
-        .map(|p| p.chosen.ids.len() + p.rejected.ids.len() - p.chosen.prompt_len)
-        .max()
-        .unwrap_or(0);
+    let longest = memory::longest_pair(
+        train
+            .pairs
+            .iter()
+            .chain(eval.iter().flat_map(|e| e.pairs.iter())),
+    );
     let refined = memory::plan(
         &loaded.file,
         &loaded.model.config,
