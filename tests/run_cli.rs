@@ -450,3 +450,105 @@ fn a_plan_that_cannot_fit_stops_before_loading() {
     let o = limit(&between).arg("--ignore-plan").output().unwrap();
     assert!(o.status.success(), "{}", common::stderr(&o));
 }
+
+/// A checkpoint that cannot be written (the disk is full) stops the run with one line that names
+/// the last good checkpoint and `--resume`, says the OS error once, and leaves the good checkpoint
+/// as it was and no half-written one. The disk is a small tmpfs in a private mount namespace
+/// (`unshare -m`, as root, as CI runs): a first run writes the step-6 checkpoint, a filler leaves
+/// half a checkpoint of room, and the resumed run's step-12 checkpoint finds the disk full.
+#[test]
+fn a_full_disk_at_a_checkpoint_names_the_last_good_one() {
+    if !Command::new("unshare")
+        .args(["-m", "true"])
+        .status()
+        .is_ok_and(|s| s.success())
+    {
+        panic!("this test needs `unshare -m` (root, util-linux) to mount a small tmpfs");
+    }
+    let s = setup();
+    let disk = s.dir.path().join("disk");
+    std::fs::create_dir_all(&disk).unwrap();
+    let out = disk.join("out");
+    let mut sets = tiny_run_sets(&s.model, &out);
+    // A rank-64 adapter makes the checkpoint (~8 MB with its AdamW moments) much larger than
+    // anything else the run writes between checkpoints (metrics lines, the plot).
+    sets.extend(
+        [
+            "lora.rank=64",
+            "lora.alpha=128",
+            "train.save_every=6",
+            "train.eval_every=6",
+        ]
+        .map(String::from),
+    );
+    let set_args: String = sets.iter().map(|s| format!(" --set '{s}'")).collect();
+    let bin = env!("CARGO_BIN_EXE_dpo-lora");
+    let recipe = tiny_recipe();
+    let log = s.dir.path().join("second.log");
+    let script = format!(
+        r#"set -e
+mount -t tmpfs -o size=48m tmpfs '{disk}'
+'{bin}' run '{recipe}' --quiet{set_args} --set train.max_steps=6
+ck='{out}/checkpoints/step-000006'
+size=$(du -sb "$ck" | cut -f1)
+avail=$(df -B1 --output=avail '{disk}' | tail -1)
+head -c $((avail - size / 2)) /dev/zero > '{disk}/filler'
+sums() {{ sha256sum "$ck"/adapter/adapter_model.safetensors "$ck"/optimizer.safetensors | cut -d' ' -f1 | tr '\n' ' '; }}
+echo "before: $(sums)"
+set +e
+'{bin}' run '{recipe}' --quiet --resume{set_args} --set train.max_steps=12 2> '{log}'
+echo "rc=$?"
+ls -a '{out}/checkpoints'
+echo "after: $(sums)"
+"#,
+        disk = disk.display(),
+        out = out.display(),
+        recipe = recipe.display(),
+        log = log.display(),
+    );
+    let o = Command::new("unshare")
+        .args(["-m", "sh", "-c", &script])
+        .output()
+        .unwrap();
+    let report = String::from_utf8_lossy(&o.stdout).to_string();
+    assert!(
+        o.status.success(),
+        "{report}{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    let e = std::fs::read_to_string(&log).unwrap();
+    assert!(report.contains("rc=2"), "{report}\n{e}");
+    let errors: Vec<&str> = e.lines().filter(|l| l.starts_with("error: ")).collect();
+    assert_eq!(errors.len(), 1, "{e}");
+    let line = errors[0];
+    for needle in [
+        "step-000012: writing the checkpoint failed",
+        "last good checkpoint is",
+        "step-000006 (step 6)",
+        "--resume",
+    ] {
+        assert!(line.contains(needle), "`{needle}` not in: {line}");
+    }
+    assert_eq!(
+        line.matches("No space left on device").count(),
+        1,
+        "the OS error once: {line}"
+    );
+    let listing: Vec<&str> = report.lines().collect();
+    assert!(listing.contains(&"step-000006"), "{report}");
+    assert!(
+        !listing
+            .iter()
+            .any(|l| l.contains("step-000012") || l.contains("partial")),
+        "nothing half-written is left: {report}"
+    );
+    assert!(!e.contains("panicked"), "{e}");
+    let sums = |tag: &str| {
+        report
+            .lines()
+            .find_map(|l| l.strip_prefix(tag))
+            .map(str::to_string)
+    };
+    assert!(sums("before: ").is_some_and(|b| b.len() > 64), "{report}");
+    assert_eq!(sums("before: "), sums("after: "), "the good checkpoint is untouched");
+}
