@@ -244,6 +244,22 @@ impl Order {
         out
     }
 
+    /// The first `count` micro-batches of `size` pairs, in training order (`take` at positions
+    /// 0, size, 2·size, ...), one permutation per epoch.
+    pub fn batches(&self, count: usize, size: usize) -> impl Iterator<Item = Vec<usize>> + '_ {
+        let mut epoch = (usize::MAX, Vec::new());
+        (0..if self.n == 0 { 0 } else { count }).map(move |b| {
+            (b * size..(b + 1) * size)
+                .map(|p| {
+                    if p / self.n != epoch.0 {
+                        epoch = (p / self.n, self.permutation(p / self.n));
+                    }
+                    epoch.1[p % self.n]
+                })
+                .collect()
+        })
+    }
+
     fn permutation(&self, epoch: usize) -> Vec<usize> {
         SplitMix64::keyed(&[self.seed, 0xda7a, epoch as u64]).permutation(self.n)
     }
@@ -320,6 +336,17 @@ mod tests {
         assert_eq!(e.pairs, e2.pairs);
         let (_, e3) = split_eval(set, 0.25, 6);
         assert_ne!(e.pairs, e3.pairs, "the seed chooses the held-out pairs");
+    }
+
+    #[test]
+    fn batches_are_the_takes_in_order() {
+        let o = Order::new(7, 3);
+        let all: Vec<Vec<usize>> = o.batches(9, 3).collect();
+        assert_eq!(all.len(), 9);
+        for (b, idx) in all.iter().enumerate() {
+            assert_eq!(*idx, o.take(b * 3, 3), "batch {b}");
+        }
+        assert_eq!(Order::new(0, 1).batches(4, 2).count(), 0);
     }
 
     #[test]

@@ -346,29 +346,6 @@ pub fn run(recipe: &Recipe, opts: &Options) -> Result<Outcome> {
         loaded.model.set_checkpoint_keep(keep.keep());
         eprintln!("{why}");
     }
-    // The plan again with the data's own longest pair (the bound above assumes max_length).
-    let longest = memory::longest_pair(
-        train
-            .pairs
-            .iter()
-            .chain(eval.iter().flat_map(|e| e.pairs.iter())),
-    );
-    let refined = memory::plan(
-        &loaded.file,
-        &loaded.model.config,
-        &memory::Knobs {
-            longest_pair: Some(longest),
-            ..memory::Knobs::of(recipe)
-        },
-        memory::Compute::of(&exec),
-        keep,
-    );
-    if opts.progress {
-        eprintln!(
-            "memory plan for this data (longest pair {longest} tokens packed): predicted peak {:.0} MiB",
-            refined.predicted_peak_bytes as f64 / (1 << 20) as f64
-        );
-    }
     let t = &recipe.train;
     let pairs_per_step = t.batch_size * t.grad_accum;
     let by_epochs = t.epochs.map(|e| {
@@ -382,6 +359,38 @@ pub fn run(recipe: &Recipe, opts: &Options) -> Result<Outcome> {
         (None, Some(b)) => b,
         (None, None) => bail!("train.max_steps or train.epochs is needed"),
     };
+
+    // The plan again with the data's own lengths (the bound above assumes max_length): the
+    // longest pair, and the most tokens any micro-batch of this run will hold (the visiting
+    // order is a function of the seed, so the batches are known now).
+    let longest = memory::longest_pair(
+        train
+            .pairs
+            .iter()
+            .chain(eval.iter().flat_map(|e| e.pairs.iter())),
+    );
+    let longest_batch = Order::new(train.pairs.len(), t.seed)
+        .batches(total_steps * t.grad_accum, t.batch_size)
+        .map(|idx| memory::batch_tokens(idx.iter().map(|&i| &train.pairs[i])))
+        .max();
+    let refined = memory::plan(
+        &loaded.file,
+        &loaded.model.config,
+        &memory::Knobs {
+            longest_pair: Some(longest),
+            longest_batch,
+            ..memory::Knobs::of(recipe)
+        },
+        memory::Compute::of(&exec),
+        keep,
+    );
+    if opts.progress {
+        eprintln!(
+            "memory plan for this data (longest pair {longest} tokens packed, fullest micro-batch {} tokens): predicted peak {:.0} MiB",
+            longest_batch.unwrap_or(0),
+            refined.predicted_peak_bytes as f64 / (1 << 20) as f64
+        );
+    }
 
     // Adapters: fresh, or continued from `init_from` (which is then also the frozen reference).
     let model = &loaded.model;
