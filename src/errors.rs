@@ -24,7 +24,10 @@ pub fn one_line(e: &anyhow::Error) -> String {
 mod tests {
     #[test]
     fn a_cause_the_message_already_says_is_not_repeated() {
-        let io = std::io::Error::new(std::io::ErrorKind::StorageFull, "No space left on device (os error 28)");
+        let io = std::io::Error::new(
+            std::io::ErrorKind::StorageFull,
+            "No space left on device (os error 28)",
+        );
         #[derive(Debug, thiserror::Error)]
         #[error("cannot write: {0}")]
         struct Wrapped(#[source] std::io::Error);

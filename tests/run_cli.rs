@@ -550,5 +550,9 @@ echo "after: $(sums)"
             .map(str::to_string)
     };
     assert!(sums("before: ").is_some_and(|b| b.len() > 64), "{report}");
-    assert_eq!(sums("before: "), sums("after: "), "the good checkpoint is untouched");
+    assert_eq!(
+        sums("before: "),
+        sums("after: "),
+        "the good checkpoint is untouched"
+    );
 }

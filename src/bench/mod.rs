@@ -260,7 +260,12 @@ pub fn run(opts: &Options) -> Result<(Report, PathBuf)> {
     bar.set_length(jobs.iter().map(|j| steps_of(j.3) as u64).sum());
     let mut results = Vec::new();
     for (w, data, keep, mode) in jobs {
-        bar.set_message(format!("{} / {} / keep {}", w.name(), mode.name(), keep.name()));
+        bar.set_message(format!(
+            "{} / {} / keep {}",
+            w.name(),
+            mode.name(),
+            keep.name()
+        ));
         let rows = run_child(&model_path, w, data, keep, mode, opts, &bar).with_context(|| {
             format!(
                 "bench {} on the {} workload, keep {}",

@@ -657,7 +657,10 @@ mod tests {
         s.write(&drawn).unwrap();
         s.zeros = true;
         s.write(&zeros).unwrap();
-        let (a, b) = (std::fs::read(&drawn).unwrap(), std::fs::read(&zeros).unwrap());
+        let (a, b) = (
+            std::fs::read(&drawn).unwrap(),
+            std::fs::read(&zeros).unwrap(),
+        );
         assert_eq!(a.len(), b.len());
         let fa = crate::gguf::GgufFile::open(&drawn).unwrap();
         let fz = crate::gguf::GgufFile::open(&zeros).unwrap();
