@@ -75,7 +75,8 @@ pub struct DataSection {
     /// Tokens of prompt + completion per sequence.
     #[serde(default = "d_max_length")]
     pub max_length: usize,
-    /// Tokens of prompt kept before the completion is cut (default: max_length / 2).
+    /// Tokens of prompt kept before the completion is cut (default: none, the prompt is not
+    /// cut and the completion gets what `max_length` leaves).
     #[serde(default)]
     pub max_prompt_length: Option<usize>,
     #[serde(default, alias = "truncation_mode")]

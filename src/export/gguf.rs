@@ -22,7 +22,7 @@ use crate::session::Loaded;
 
 /// `--quant keep` takes the first type of a merged tensor's ladder whose re-quantization keeps
 /// at least this share of the adapter's change to it, along the adapter's direction
-/// ([`RequantStats::gain`]). Checked against behaviour (`fidelity`) in the README's export table.
+/// ([`RequantStats::gain`]). Checked against behaviour (`fidelity`) in docs/export.md's table.
 pub const KEEP_GAIN: f64 = 0.9;
 
 /// The file name inside the export folder.

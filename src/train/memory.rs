@@ -40,7 +40,7 @@ const RUNTIME_BYTES: f64 = 40.0 * MIB;
 /// Per vocabulary entry: the token string, its map entries and merge ranks. An estimate: a
 /// 1-layer Qwen2.5-0.5B-shaped file scored at 151,936 tokens peaks 185 MiB above the same at
 /// 1,024, of which 89 MiB are weights and ~32 MiB the head's blocks, which leaves ~430 bytes per
-/// token; the totals are checked against measured runs instead (README, `plan`).
+/// token; the totals are checked against measured runs instead (docs/memory-plan.md).
 const TOKENIZER_BYTES_PER_TOKEN: f64 = 150.0;
 /// The head's two working blocks (logits, dequantized rows), `ops::head::MAX_LOGITS` floats each.
 const HEAD_BLOCK_FLOATS: f64 = (4 << 20) as f64;
