@@ -556,3 +556,38 @@ echo "after: $(sums)"
         "the good checkpoint is untouched"
     );
 }
+
+/// Under a terminal (a pseudo-terminal from util-linux `script`), an evaluation draws its own
+/// bar (pairs scored of the held-out set) instead of leaving the training bar standing still.
+#[test]
+fn an_evaluation_shows_its_own_progress() {
+    let s = setup();
+    let mut cmd = vec![bin().get_program().to_string_lossy().into_owned()];
+    cmd.extend(["run".into(), tiny_recipe().display().to_string()]);
+    for set in tiny_run_sets(&s.model, &s.out())
+        .into_iter()
+        .chain(["train.max_steps=2".to_string(), "train.eval_every=1".into()])
+    {
+        cmd.extend(["--set".into(), set]);
+    }
+    let line = cmd
+        .iter()
+        .map(|a| format!("'{}'", a.replace('\'', "'\\''")))
+        .collect::<Vec<_>>()
+        .join(" ");
+    let o = Command::new("script")
+        .args(["-qec", &line, "/dev/null"])
+        .output()
+        .expect("util-linux `script` (a pseudo-terminal for the progress bars)");
+    let shown = String::from_utf8_lossy(&o.stdout);
+    assert!(o.status.success(), "{shown}");
+    let eval_pairs = std::fs::read_to_string(repo().join("recipes/data/tiny-eval.jsonl"))
+        .unwrap()
+        .lines()
+        .filter(|l| !l.trim().is_empty())
+        .count();
+    assert!(
+        shown.contains(&format!("/{eval_pairs} eval pairs")),
+        "no evaluation bar of {eval_pairs} pairs on the terminal:\n{shown}"
+    );
+}

@@ -27,7 +27,7 @@ use std::time::Instant;
 
 use anyhow::{bail, Context, Result};
 use candle_core::Tensor;
-use indicatif::{ProgressBar, ProgressStyle};
+use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
 
 use crate::data::batch::{Limits, Order, PairSet, TrainPair};
 use crate::loss::{LossInputs, LossOutput, PairMetrics, PreferenceLoss};
@@ -219,10 +219,13 @@ impl Ctx<'_> {
         )
     }
 
-    fn evaluate(&self, lora: &Lora) -> Result<Option<PairMetrics>> {
+    /// The held-out metrics, with a bar of the evaluation's own under the training bar in
+    /// `bars` (an evaluation of a few dozen pairs can take a minute).
+    fn evaluate(&self, lora: &Lora, bars: &MultiProgress) -> Result<Option<PairMetrics>> {
         let Some(eval) = &self.eval else {
             return Ok(None);
         };
+        let bar = bars.add(eval_bar(eval.pairs.len()));
         let mut m = PairMetrics::default();
         let bsz = self.recipe.train.batch_size;
         for start in (0..eval.pairs.len()).step_by(bsz) {
@@ -230,7 +233,10 @@ impl Ctx<'_> {
             let pairs: Vec<&TrainPair> = idx.iter().map(|&i| &eval.pairs[i]).collect();
             let r = self.batch(&pairs, Adapters::On(lora), self.refs_for(&idx, true))?;
             m.add(r.loss, &r.out, &r.logps_chosen, &r.logps_rejected);
+            bar.inc(idx.len() as u64);
         }
+        bar.finish_and_clear();
+        bars.remove(&bar);
         Ok(Some(m))
     }
 }
@@ -493,10 +499,15 @@ pub fn run(recipe: &Recipe, opts: &Options) -> Result<Outcome> {
         .with_context(|| format!("{}: cannot open", metrics_path.display()))?;
 
     let order = Order::new(ctx.train.pairs.len(), t.seed);
-    let bar = progress_bar(opts.progress, total_steps, start_step);
+    let bars = MultiProgress::with_draw_target(if opts.progress {
+        ProgressDrawTarget::stderr()
+    } else {
+        ProgressDrawTarget::hidden()
+    });
+    let bar = bars.add(progress_bar(opts.progress, total_steps, start_step));
     let mut last_ckpt: Option<PathBuf> = checkpoint::latest(out_dir).map(|(d, _)| d);
     if start_step == 0 {
-        if let Some(m) = ctx.evaluate(&lora)? {
+        if let Some(m) = ctx.evaluate(&lora, &bars)? {
             write_metrics(&mut metrics, "eval", 0, 0.0, &m, None)?;
         }
     }
@@ -555,9 +566,9 @@ pub fn run(recipe: &Recipe, opts: &Options) -> Result<Outcome> {
         bar.set_message(format!("loss {:.4}  acc {:.2}", m.loss, m.accuracies));
         bar.inc(1);
         if t.eval_every.is_some_and(|n| done % n == 0) && done < total_steps {
-            if let Some(em) = ctx.evaluate(&lora)? {
+            if let Some(em) = ctx.evaluate(&lora, &bars)? {
                 write_metrics(&mut metrics, "eval", done, epoch, &em, None)?;
-                bar.println(format!("eval @ step {done}: loss {:.4}, rewards/accuracies {:.3}, rewards/margins {:.3}", em.loss, em.accuracies, em.margins));
+                let _ = bars.println(format!("eval @ step {done}: loss {:.4}, rewards/accuracies {:.3}, rewards/margins {:.3}", em.loss, em.accuracies, em.margins));
             }
         }
         let interrupted = opts.interrupt.load(Ordering::SeqCst);
@@ -586,7 +597,7 @@ pub fn run(recipe: &Recipe, opts: &Options) -> Result<Outcome> {
         }
     }
     bar.finish_and_clear();
-    if let Some(em) = ctx.evaluate(&lora)? {
+    if let Some(em) = ctx.evaluate(&lora, &bars)? {
         let epoch = (total_steps * ctx.pairs_per_step) as f64 / ctx.train.pairs.len() as f64;
         write_metrics(&mut metrics, "eval", total_steps, epoch, &em, None)?;
         eprintln!("eval @ step {total_steps}: loss {:.4}, rewards/accuracies {:.3}, rewards/margins {:.3}", em.loss, em.accuracies, em.margins);
@@ -756,6 +767,16 @@ fn write_metrics(
     writeln!(w, "{}", serde_json::Value::Object(o))?;
     w.flush()?;
     Ok(())
+}
+
+/// The evaluation's bar: pairs scored of `n`, with rate and ETA.
+fn eval_bar(n: usize) -> ProgressBar {
+    ProgressBar::new(n as u64).with_style(
+        ProgressStyle::with_template(
+            "{elapsed_precise} [{bar:30}] {pos}/{len} eval pairs  {per_sec}  eta {eta}",
+        )
+        .unwrap_or_else(|_| ProgressStyle::default_bar()),
+    )
 }
 
 fn progress_bar(show: bool, len: usize, pos: usize) -> ProgressBar {
