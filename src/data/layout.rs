@@ -1,6 +1,7 @@
 //! Record layouts: how the fields of one data-set row map onto (prompt, chosen, rejected).
 //!
-//! Owns: the layouts people download ([`Format`]), telling them apart from the first record,
+//! Owns: the layouts people download ([`Layout`]; the recipe's `data.format` and `data.columns`
+//! values are defined in `recipe::data`), telling them apart from the first record,
 //! and turning every row into a [`PreferenceRecord`] with errors that name the row and the field.
 //! Does not: read files (see `files`) or tokenize (see `encode`).
 //!
@@ -19,52 +20,11 @@
 
 use std::collections::BTreeMap;
 
-use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
 use super::{Field, Origin, PreferenceRecord};
+pub use crate::recipe::data::{Columns, Format};
 use crate::tokenizer::Message;
-
-/// `data.format`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize, clap::ValueEnum)]
-#[serde(rename_all = "kebab-case")]
-pub enum Format {
-    /// Told from the first record (and `columns` when `data.columns` is given).
-    #[default]
-    Auto,
-    Trl,
-    OpenaiPreference,
-    SharegptRanking,
-    Columns,
-}
-
-impl Format {
-    pub const NAMES: &'static str = "trl, openai-preference, sharegpt-ranking, columns";
-
-    pub fn name(self) -> &'static str {
-        match self {
-            Format::Auto => "auto",
-            Format::Trl => "trl",
-            Format::OpenaiPreference => "openai-preference",
-            Format::SharegptRanking => "sharegpt-ranking",
-            Format::Columns => "columns",
-        }
-    }
-}
-
-/// `data.columns`: the field of each part, for data sets with their own names. A name may be a
-/// dotted path into nested objects (`input.question`).
-#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct Columns {
-    #[serde(default)]
-    pub prompt: Option<String>,
-    pub chosen: String,
-    pub rejected: String,
-    /// A system message put before the prompt (the record becomes conversational).
-    #[serde(default)]
-    pub system: Option<String>,
-}
 
 /// The layout every record of a source is read with.
 #[derive(Debug, Clone, PartialEq)]

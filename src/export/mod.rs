@@ -25,45 +25,20 @@ pub mod hub;
 pub mod merge;
 pub mod names;
 pub mod quant;
-pub mod spec;
 pub mod tokenizer_files;
 
 use std::path::Path;
 
 use anyhow::{bail, Context, Result};
-use serde::{Deserialize, Serialize};
 
 use crate::atomic::Staging;
 use crate::model::Lora;
+pub use crate::recipe::export::{ExportSpec, Format};
 use crate::session::Loaded;
 pub use card::Provenance;
 pub use quant::{HfDtype, QuantChoice};
-pub use spec::ExportSpec;
-
-/// What to export.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
-#[serde(rename_all = "kebab-case")]
-pub enum Format {
-    /// PEFT adapter folder (adapter_config.json + adapter_model.safetensors).
-    Peft,
-    /// Merged model in the transformers layout.
-    Hf,
-    /// Merged GGUF for llama.cpp, Ollama, LM Studio.
-    Gguf,
-    /// The adapter as a llama.cpp LoRA GGUF (`--lora`).
-    GgufLora,
-}
 
 impl Format {
-    pub fn name(self) -> &'static str {
-        match self {
-            Format::Peft => "peft",
-            Format::Hf => "hf",
-            Format::Gguf => "gguf",
-            Format::GgufLora => "gguf-lora",
-        }
-    }
-
     /// Whether the format carries the adapter itself (and so cannot be made without one).
     fn needs_adapter(self, base_only: bool) -> bool {
         match self {

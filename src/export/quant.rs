@@ -1,25 +1,14 @@
 //! Tensor types of the exports: `--dtype` for the Hugging Face folder, `--quant` for merged GGUF.
 //!
-//! Owns: parsing the names users type, llama.cpp's fallback when a k-quant does not fit a row
+//! Owns: the candle type an `hf` dtype stands for, llama.cpp's fallback when a k-quant does not fit a row
 //! length (k-quants need rows that are multiples of 256), and `general.file_type` for a file
-//! quantized to one type.
-
-use std::fmt;
-use std::str::FromStr;
+//! quantized to one type. The names users type (`--dtype`, `--quant`, `output.export`) are
+//! parsed in `recipe::export`.
 
 use candle_core::quantized::GgmlDType;
 use candle_core::DType;
-use serde::{Deserialize, Serialize};
 
-/// `--dtype` of the `hf` export.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize, clap::ValueEnum)]
-#[serde(rename_all = "lowercase")]
-pub enum HfDtype {
-    #[default]
-    Bf16,
-    F16,
-    F32,
-}
+pub use crate::recipe::export::{type_name, HfDtype, QuantChoice};
 
 impl HfDtype {
     pub fn dtype(self) -> DType {
@@ -28,99 +17,6 @@ impl HfDtype {
             HfDtype::F16 => DType::F16,
             HfDtype::F32 => DType::F32,
         }
-    }
-
-    /// The name transformers uses in config.json.
-    pub fn torch_name(self) -> &'static str {
-        match self {
-            HfDtype::Bf16 => "bfloat16",
-            HfDtype::F16 => "float16",
-            HfDtype::F32 => "float32",
-        }
-    }
-}
-
-/// `--quant` of the `gguf` export.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub enum QuantChoice {
-    /// Untouched tensors copied as stored; each merged tensor the smallest type, from its own
-    /// type in the base upwards, that keeps the adapter's change (see `gguf::keep_type`).
-    #[default]
-    Keep,
-    /// Each merged tensor back to its own type in the base; untouched tensors copied as stored.
-    Base,
-    /// Every matrix to one type (1-D tensors stay f32, as llama.cpp keeps them).
-    All(GgmlDType),
-}
-
-/// Names accepted for `--quant`, lowercase as llama.cpp prints them.
-const TYPES: [(&str, GgmlDType); 13] = [
-    ("f32", GgmlDType::F32),
-    ("f16", GgmlDType::F16),
-    ("bf16", GgmlDType::BF16),
-    ("q4_0", GgmlDType::Q4_0),
-    ("q4_1", GgmlDType::Q4_1),
-    ("q5_0", GgmlDType::Q5_0),
-    ("q5_1", GgmlDType::Q5_1),
-    ("q8_0", GgmlDType::Q8_0),
-    ("q2_k", GgmlDType::Q2K),
-    ("q3_k", GgmlDType::Q3K),
-    ("q4_k", GgmlDType::Q4K),
-    ("q5_k", GgmlDType::Q5K),
-    ("q6_k", GgmlDType::Q6K),
-];
-
-pub fn type_name(t: GgmlDType) -> String {
-    TYPES
-        .iter()
-        .find(|(_, d)| *d == t)
-        .map(|(n, _)| n.to_string())
-        .unwrap_or_else(|| format!("{t:?}").to_lowercase())
-}
-
-impl FromStr for QuantChoice {
-    type Err = String;
-    fn from_str(s: &str) -> Result<Self, String> {
-        let s = s.to_ascii_lowercase();
-        match s.as_str() {
-            "base" => return Ok(QuantChoice::Base),
-            "keep" => return Ok(QuantChoice::Keep),
-            _ => {}
-        }
-        TYPES
-            .iter()
-            .find(|(n, _)| *n == s)
-            .map(|(_, t)| QuantChoice::All(*t))
-            .ok_or_else(|| {
-                let names: Vec<&str> = TYPES.iter().map(|(n, _)| *n).collect();
-                format!(
-                    "unknown quant type `{s}`; use keep, base or one of {}",
-                    names.join(", ")
-                )
-            })
-    }
-}
-
-impl fmt::Display for QuantChoice {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            QuantChoice::Keep => f.write_str("keep"),
-            QuantChoice::Base => f.write_str("base"),
-            QuantChoice::All(t) => f.write_str(&type_name(*t)),
-        }
-    }
-}
-
-impl Serialize for QuantChoice {
-    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        s.serialize_str(&self.to_string())
-    }
-}
-
-impl<'de> Deserialize<'de> for QuantChoice {
-    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        let s = String::deserialize(d)?;
-        s.parse().map_err(serde::de::Error::custom)
     }
 }
 

@@ -9,38 +9,9 @@
 //! `rc, rr` the reference's, `|c|, |r|` token counts, `σ` the logistic function, `β` beta.
 
 use candle_core::{Result, Tensor};
-use serde::{Deserialize, Serialize};
 
 use crate::recipe::LossSection;
-
-/// The loss names a recipe uses (`loss.type`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum LossType {
-    #[default]
-    Sigmoid,
-    Ipo,
-    Hinge,
-    Simpo,
-    Orpo,
-}
-
-impl LossType {
-    pub fn name(self) -> &'static str {
-        match self {
-            LossType::Sigmoid => "sigmoid",
-            LossType::Ipo => "ipo",
-            LossType::Hinge => "hinge",
-            LossType::Simpo => "simpo",
-            LossType::Orpo => "orpo",
-        }
-    }
-
-    /// Whether the loss needs π_ref (SimPO and ORPO are reference-free).
-    pub fn uses_reference(self) -> bool {
-        matches!(self, LossType::Sigmoid | LossType::Ipo | LossType::Hinge)
-    }
-}
+pub use crate::recipe::LossType;
 
 /// A preference loss with its parameters.
 #[derive(Debug, Clone, Copy, PartialEq)]

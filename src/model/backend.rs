@@ -1,9 +1,10 @@
 //! How the model executes, chosen once at load and consulted by every op that has two forms.
 //!
 //! Owns: [`Backend`] (our CPU kernels, or candle's device-generic ops that CUDA and Metal run),
-//! the user's [`BackendChoice`] (`--backend`, `backend:` in a recipe) and its resolution against
-//! the device and dtype, the [`Execution`] a model is loaded with, and a per-thread count of CPU
-//! kernel entries that tests use to prove the Candle backend runs none of them.
+//! the resolution of the user's [`BackendChoice`] (`--backend`, `backend:` in a recipe; the value
+//! is `recipe::device`'s) against the device and dtype, the [`Execution`] a model is loaded
+//! with, and a per-thread count of CPU kernel entries that tests use to prove the Candle backend
+//! runs none of them.
 //! Does not: pick the device (see `device`) or implement any op (each op's two forms sit side by
 //! side in its own file under `ops`: linear, adapted, norm, rope, activation, attention, head).
 //!
@@ -12,7 +13,8 @@
 use std::cell::Cell;
 
 use candle_core::{DType, Device, Tensor};
-use serde::{Deserialize, Serialize};
+
+pub use crate::recipe::BackendChoice;
 
 /// How every op of a model runs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -22,27 +24,6 @@ pub enum Backend {
     /// candle's device-generic ops (what CUDA and Metal run; on the CPU, for tests that hold
     /// the two forms against each other).
     Candle,
-}
-
-/// The backend as a user names it: `auto` (the CPU kernels for f32 on the CPU, candle's ops
-/// elsewhere), `cpu-kernels` or `candle`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize, clap::ValueEnum)]
-#[serde(rename_all = "kebab-case")]
-pub enum BackendChoice {
-    #[default]
-    Auto,
-    CpuKernels,
-    Candle,
-}
-
-impl std::fmt::Display for BackendChoice {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(match self {
-            Self::Auto => "auto",
-            Self::CpuKernels => "cpu-kernels",
-            Self::Candle => "candle",
-        })
-    }
 }
 
 impl BackendChoice {

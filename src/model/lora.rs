@@ -10,59 +10,9 @@
 use std::collections::BTreeMap;
 
 use candle_core::{Device, Result, Tensor, Var};
-use serde::{Deserialize, Serialize};
 
+pub use crate::recipe::Target;
 use crate::rng::SplitMix64;
-
-/// The linear layers LoRA can target, in Hugging Face names.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum Target {
-    QProj,
-    KProj,
-    VProj,
-    OProj,
-    GateProj,
-    UpProj,
-    DownProj,
-}
-
-impl Target {
-    pub const ALL: [Target; 7] = [
-        Target::QProj,
-        Target::KProj,
-        Target::VProj,
-        Target::OProj,
-        Target::GateProj,
-        Target::UpProj,
-        Target::DownProj,
-    ];
-
-    /// The Hugging Face / PEFT module name (`q_proj`, ...).
-    pub fn hf_name(self) -> &'static str {
-        match self {
-            Target::QProj => "q_proj",
-            Target::KProj => "k_proj",
-            Target::VProj => "v_proj",
-            Target::OProj => "o_proj",
-            Target::GateProj => "gate_proj",
-            Target::UpProj => "up_proj",
-            Target::DownProj => "down_proj",
-        }
-    }
-
-    /// The Hugging Face parent module (`self_attn` or `mlp`).
-    pub fn hf_parent(self) -> &'static str {
-        match self {
-            Target::QProj | Target::KProj | Target::VProj | Target::OProj => "self_attn",
-            Target::GateProj | Target::UpProj | Target::DownProj => "mlp",
-        }
-    }
-
-    pub fn from_hf_name(s: &str) -> Option<Self> {
-        Self::ALL.into_iter().find(|t| t.hf_name() == s)
-    }
-}
 
 /// Shape and scaling of a set of adapters.
 #[derive(Debug, Clone, PartialEq)]

@@ -256,48 +256,12 @@ pub fn push_folder_with(
     })
 }
 
-/// Check `OWNER/NAME` against the Hub's rules (those of `huggingface_hub.validate_repo_id`,
-/// ASCII only): letters, digits, `-`, `_`, `.`; no `--` or `..`; no leading or trailing `-`
-/// or `.`; at most 96 characters per part; the name not ending in `.git`.
+/// Check `OWNER/NAME` against the Hub's rules (see `recipe::export::split_repo_id`).
 pub fn split_repo_id(repo_id: &str) -> Result<(&str, &str), HubError> {
-    let bad = |reason: &str| HubError::InvalidRepoId {
+    crate::recipe::export::split_repo_id(repo_id).map_err(|reason| HubError::InvalidRepoId {
         repo_id: repo_id.to_string(),
-        reason: reason.to_string(),
-    };
-    let (owner, name) = repo_id
-        .split_once('/')
-        .ok_or_else(|| bad("missing the OWNER/ part"))?;
-    if name.contains('/') {
-        return Err(bad("more than one '/'"));
-    }
-    for (what, part) in [("owner", owner), ("name", name)] {
-        if part.is_empty() {
-            return Err(bad(&format!("the {what} is empty")));
-        }
-        if part.len() > 96 {
-            return Err(bad(&format!("the {what} is longer than 96 characters")));
-        }
-        if let Some(c) = part
-            .chars()
-            .find(|c| !(c.is_ascii_alphanumeric() || "-_.".contains(*c)))
-        {
-            return Err(bad(&format!(
-                "{c:?} is not allowed (letters, digits, '-', '_', '.')"
-            )));
-        }
-        if part.contains("--") || part.contains("..") {
-            return Err(bad("'--' and '..' are not allowed"));
-        }
-        if part.starts_with(['-', '.']) || part.ends_with(['-', '.']) {
-            return Err(bad(&format!(
-                "the {what} cannot start or end with '-' or '.'"
-            )));
-        }
-    }
-    if name.ends_with(".git") {
-        return Err(bad("the name cannot end with .git"));
-    }
-    Ok((owner, name))
+        reason,
+    })
 }
 
 #[cfg(test)]
