@@ -14,7 +14,7 @@ use anyhow::{Context, Result};
 use super::flops::{self, Shapes};
 use super::{Mode, Row, Workload};
 use crate::data::batch::{load_pairs, Limits, TrainPair};
-use crate::loss::{LossType, PreferenceLoss};
+use crate::loss::PreferenceLoss;
 use crate::model::{Adapters, Lora, LoraConfig, Model, Target};
 use crate::recipe::{LossSection, Truncation};
 use crate::session::Loaded;
@@ -182,18 +182,19 @@ pub fn run(job: &Job, progress: &mut dyn FnMut(usize, usize)) -> Result<Vec<Row>
     )?;
     let vars = lora.vars();
     let mut opt = optim::AdamW::new(&vars, 0.0)?;
-    let loss = PreferenceLoss::from_recipe(&LossSection {
-        kind: match job.mode {
-            Mode::Simpo => LossType::Simpo,
-            Mode::Orpo => LossType::Orpo,
-            _ => LossType::Sigmoid,
+    // DPO at BETA; SimPO and ORPO at a recipe's defaults.
+    let d = LossSection::default();
+    let loss = match job.mode {
+        Mode::Simpo => PreferenceLoss::Simpo {
+            beta: d.beta,
+            gamma: d.gamma,
         },
-        beta: match job.mode {
-            Mode::Simpo | Mode::Orpo => LossSection::default().beta,
-            _ => BETA,
+        Mode::Orpo => PreferenceLoss::Orpo { lambda: d.lambda },
+        _ => PreferenceLoss::Sigmoid {
+            beta: BETA,
+            label_smoothing: d.label_smoothing,
         },
-        ..LossSection::default()
-    });
+    };
 
     let mut rows = Vec::new();
     // Mode-specific state, built before the first step (and outside the timing).

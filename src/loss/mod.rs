@@ -1,7 +1,8 @@
 //! Preference losses over per-sequence log-probs, and the metrics TRL users know.
 //!
-//! Owns: one enum of losses, each variant documenting its equation and source, the optional NLL
-//! term (TRL's RPO), and the reward/accuracy/margin metrics. Does not: run the model; it takes
+//! Owns: computing each [`PreferenceLoss`] (the enum, each variant documenting its equation and
+//! source, is the recipe's `loss:` value: `recipe::loss`), the optional NLL term (TRL's RPO),
+//! and the reward/accuracy/margin metrics. Does not: run the model; it takes
 //! summed completion log-probs `(b_sz,)` for policy (and reference, where the loss uses one) and
 //! the completion token counts.
 //!
@@ -10,30 +11,7 @@
 
 use candle_core::{Result, Tensor};
 
-use crate::recipe::LossSection;
-pub use crate::recipe::LossType;
-
-/// A preference loss with its parameters.
-#[derive(Debug, Clone, Copy, PartialEq)]
-pub enum PreferenceLoss {
-    /// DPO (Rafailov et al. 2023, eq. 7), with label smoothing ε for conservative DPO / robust DPO
-    /// (Mitchell 2023; TRL `loss_type="sigmoid"`):
-    /// `h = β[(πc − rc) − (πr − rr)]`, `L = −(1−ε)·log σ(h) − ε·log σ(−h)`.
-    Sigmoid { beta: f64, label_smoothing: f64 },
-    /// IPO (Azar et al. 2023, eq. 17) on length-averaged log-probs as TRL does:
-    /// `h = (πc − rc)/|c| − (πr − rr)/|r|`, `L = (h − 1/(2β))²`.
-    Ipo { beta: f64 },
-    /// SLiC-style hinge (Zhao et al. 2023; TRL `loss_type="hinge"`):
-    /// `L = max(0, 1 − β[(πc − rc) − (πr − rr)])`.
-    Hinge { beta: f64 },
-    /// SimPO (Meng et al. 2024, eq. 6), reference-free and length-normalised:
-    /// `L = −log σ(β·πc/|c| − β·πr/|r| − γ)`.
-    Simpo { beta: f64, gamma: f64 },
-    /// ORPO (Hong et al. 2024, eq. 6-7), reference-free: with `a = π/|y|` the mean token log-prob,
-    /// `odds = a − log(1 − e^a)`, `L = NLL(c) − λ·log σ(odds_c − odds_r)`; NLL is the chosen
-    /// tokens' mean negative log-prob over the batch (TRL's cross-entropy on chosen).
-    Orpo { lambda: f64 },
-}
+pub use crate::recipe::loss::{Loss, LossType, PreferenceLoss};
 
 /// What the loss sees for one micro-batch; every tensor is `(b_sz,)` f32.
 pub struct LossInputs<'a> {
@@ -54,31 +32,6 @@ pub struct LossOutput {
 }
 
 impl PreferenceLoss {
-    pub fn from_recipe(s: &LossSection) -> Self {
-        match s.kind {
-            LossType::Sigmoid => PreferenceLoss::Sigmoid {
-                beta: s.beta,
-                label_smoothing: s.label_smoothing,
-            },
-            LossType::Ipo => PreferenceLoss::Ipo { beta: s.beta },
-            LossType::Hinge => PreferenceLoss::Hinge { beta: s.beta },
-            LossType::Simpo => PreferenceLoss::Simpo {
-                beta: s.beta,
-                gamma: s.gamma,
-            },
-            LossType::Orpo => PreferenceLoss::Orpo { lambda: s.lambda },
-        }
-    }
-
-    pub fn uses_reference(&self) -> bool {
-        matches!(
-            self,
-            PreferenceLoss::Sigmoid { .. }
-                | PreferenceLoss::Ipo { .. }
-                | PreferenceLoss::Hinge { .. }
-        )
-    }
-
     /// Mean loss over the pairs, plus `rpo_alpha · NLL(chosen)` when given.
     pub fn compute(&self, x: &LossInputs, rpo_alpha: Option<f64>) -> Result<LossOutput> {
         let (pc, pr) = (x.policy_chosen, x.policy_rejected);

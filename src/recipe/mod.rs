@@ -30,7 +30,7 @@ pub use export::ExportSpec;
 pub use keys::TRL_ALIASES;
 use keys::{alias_clash, canonical_key, key_path_at, line_of_key};
 pub use lora::{LoraSection, Target};
-pub use loss::{LossSection, LossType};
+pub use loss::{Loss, LossSection, LossType, PreferenceLoss};
 pub use sources::{SourceSpec, Sources};
 pub use train::{CheckpointKeep, Schedule, TrainSection};
 

@@ -142,3 +142,52 @@ fn trl_names_are_aliases_of_ours() {
         "{e}"
     );
 }
+
+/// Each loss type takes its own parameters (issue 18): one that belongs to another type is an
+/// error naming its line and key (it used to be ignored), unless it holds its default (what a
+/// resolved recipe prints); `rpo_alpha` goes with any type; the tagged enum reads the same YAML.
+#[test]
+fn a_loss_parameter_of_another_type_is_an_error() {
+    let with = |loss: &str, sets: &[&str]| parse(&format!("{OK}loss:\n{loss}"), sets);
+    let e = with("  type: sigmoid\n  gamma: 1.0\n", &[]).unwrap_err();
+    assert!(
+        e.starts_with(
+            "r.yaml:12: loss.gamma is 1 but loss.type sigmoid does not use it (gamma is for simpo)"
+        ),
+        "{e}"
+    );
+    let e = with("  type: orpo\n  beta: 0.5\n", &[]).unwrap_err();
+    assert!(e.starts_with("r.yaml:12: loss.beta"), "{e}");
+    let e = parse(OK, &["loss.type=ipo", "loss.label_smoothing=0.1"]).unwrap_err();
+    assert!(
+        e.contains("loss.label_smoothing") && e.contains("sigmoid"),
+        "{e}"
+    );
+
+    let r = with("  type: simpo\n  beta: 2\n  gamma: 0.5\n", &[]).unwrap();
+    let simpo = PreferenceLoss::Simpo {
+        beta: 2.0,
+        gamma: 0.5,
+    };
+    assert_eq!(r.loss.resolve().unwrap().kind, simpo);
+    let tagged: PreferenceLoss =
+        serde_saphyr::from_str("{type: simpo, beta: 2, gamma: 0.5}").unwrap();
+    assert_eq!(tagged, simpo);
+    assert!(serde_saphyr::from_str::<PreferenceLoss>("{type: orpo, beta: 0.5}").is_err());
+
+    // A recipe that spells out sigmoid's defaults switches type with --set alone.
+    let r = with(
+        "  type: sigmoid\n  beta: 0.1\n",
+        &["loss.type=orpo", "loss.lambda=0.2", "loss.rpo_alpha=0.5"],
+    )
+    .unwrap();
+    assert_eq!(
+        r.loss.resolve().unwrap(),
+        Loss {
+            kind: PreferenceLoss::Orpo { lambda: 0.2 },
+            rpo_alpha: Some(0.5)
+        }
+    );
+    let back = parse(&r.to_yaml(), &[]).unwrap();
+    assert_eq!(back.loss.resolve(), r.loss.resolve());
+}

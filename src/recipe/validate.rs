@@ -111,18 +111,7 @@ impl Recipe {
         if l.target_modules.is_empty() {
             return bad("lora.target_modules", "is empty: name at least one of q_proj, k_proj, v_proj, o_proj, gate_proj, up_proj, down_proj".into());
         }
-        if !positive(s.beta) {
-            return bad("loss.beta", format!("must be positive, got {}", s.beta));
-        }
-        if !(0.0..0.5).contains(&s.label_smoothing) {
-            return bad(
-                "loss.label_smoothing",
-                format!("must be in [0, 0.5), got {}", s.label_smoothing),
-            );
-        }
-        if s.rpo_alpha.is_some_and(|a| !(positive(a) || a == 0.0)) {
-            return bad("loss.rpo_alpha", "must be >= 0".into());
-        }
+        s.resolve()?;
         for (i, e) in self.output.export.iter().enumerate() {
             if let Err(m) = e.check() {
                 return bad(&format!("output.export[{i}]"), m);

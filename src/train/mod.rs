@@ -129,8 +129,8 @@ fn train_loop(
             let seed = SplitMix64::keyed(&[t.seed, 0xd50, step as u64, micro as u64]).next_u64();
             let (r, grads) = step_backward(
                 &p.loaded.model,
-                &p.loss,
-                p.recipe.loss.rpo_alpha,
+                &p.loss.kind,
+                p.loss.rpo_alpha,
                 &pairs,
                 (&p.lora, seed),
                 p.refs_for(&idx, false),
@@ -248,8 +248,8 @@ impl Prepared<'_> {
     fn batch(&self, pairs: &[&TrainPair], policy: Adapters, refs: RefVals) -> Result<StepOut> {
         step(
             &self.loaded.model,
-            &self.loss,
-            self.recipe.loss.rpo_alpha,
+            &self.loss.kind,
+            self.loss.rpo_alpha,
             pairs,
             policy,
             refs,

@@ -15,7 +15,7 @@ use anyhow::{bail, Context, Result};
 use super::reference::{self, Reference};
 use super::{checkpoint, memory, progress_bar, sets, Options};
 use crate::data::batch::{Limits, Order, PairSet, TrainPair};
-use crate::loss::PreferenceLoss;
+use crate::loss::Loss;
 use crate::model::peft::{self, BaseInfo};
 use crate::model::{Execution, Lora, LoraConfig};
 use crate::recipe::{Recipe, ReferenceMode};
@@ -27,7 +27,8 @@ pub struct Prepared<'a> {
     pub loaded: Loaded,
     pub train: PairSet,
     pub eval: Option<PairSet>,
-    pub loss: PreferenceLoss,
+    /// The loss and its parameters (`loss:` resolved).
+    pub loss: Loss,
     pub reference: Reference,
     pub base: BaseInfo,
     /// The adapters being trained.
@@ -96,7 +97,10 @@ pub fn prepare<'a>(recipe: &'a Recipe, opts: &Options) -> Result<Prepared<'a>> {
     );
 
     let (lora, frozen_init) = adapters(recipe, &loaded)?;
-    let loss = PreferenceLoss::from_recipe(&recipe.loss);
+    let loss = recipe
+        .loss
+        .resolve()
+        .map_err(|(key, msg)| anyhow::anyhow!("{key} {msg}"))?;
     let base = BaseInfo::of(&loaded.model, Some(&loaded.path));
     let mut p = Prepared {
         recipe,
@@ -285,7 +289,7 @@ fn build_reference(
     progress: bool,
 ) -> Result<Reference> {
     let r = p.recipe;
-    if !p.loss.uses_reference() {
+    if !p.loss.kind.uses_reference() {
         return Ok(Reference::None);
     }
     if r.reference.mode == ReferenceMode::AdaptersOff {
