@@ -16,6 +16,7 @@ pub mod export;
 mod keys;
 pub mod lora;
 pub mod loss;
+pub mod run;
 pub mod sources;
 pub mod train;
 mod validate;
@@ -31,6 +32,7 @@ pub use keys::TRL_ALIASES;
 use keys::{alias_clash, canonical_key, key_path_at, line_of_key};
 pub use lora::{LoraSection, Target};
 pub use loss::{Loss, LossSection, LossType, PreferenceLoss};
+pub use run::{Reference, RunSpec};
 pub use sources::{SourceSpec, Sources};
 pub use train::{CheckpointKeep, Schedule, TrainSection};
 
@@ -77,7 +79,8 @@ pub struct ReferenceSection {
     pub cache_dir: Option<PathBuf>,
 }
 
-/// Where π_ref's log-probs come from.
+/// `reference.mode` as written: where π_ref's log-probs come from, for a loss that uses one
+/// (resolved with the loss into [`Reference`]).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum ReferenceMode {

@@ -191,3 +191,28 @@ fn a_loss_parameter_of_another_type_is_an_error() {
     let back = parse(&r.to_yaml(), &[]).unwrap();
     assert_eq!(back.loss.resolve(), r.loss.resolve());
 }
+
+/// The reference is decided once, with the loss: none for a reference-free loss whatever
+/// `reference.mode` says, else the mode, precomputed values cached in `reference.cache_dir`.
+#[test]
+fn the_spec_resolves_the_reference_with_the_loss() {
+    let spec = |sets: &[&str]| {
+        let r = parse(OK, sets).unwrap();
+        let s = r.spec().unwrap();
+        (s.loss, s.reference)
+    };
+    let (loss, reference) = spec(&[]);
+    assert_eq!(
+        loss.kind,
+        PreferenceLoss::Sigmoid {
+            beta: 0.1,
+            label_smoothing: 0.0
+        }
+    );
+    assert_eq!(reference, Reference::AdaptersOff);
+    assert_eq!(spec(&["loss.type=simpo"]).1, Reference::None);
+    assert_eq!(
+        spec(&["reference.mode=precomputed", "reference.cache_dir=/c"]).1,
+        Reference::Precomputed(PathBuf::from("/c"))
+    );
+}

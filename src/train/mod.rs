@@ -40,13 +40,12 @@ use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
 use crate::data::batch::{Order, TrainPair};
 use crate::loss::PairMetrics;
 use crate::model::{peft, Adapters};
-use crate::recipe::Recipe;
+use crate::recipe::{Recipe, Reference};
 use crate::rng::SplitMix64;
 use checkpoint::State;
 use metrics::Metrics;
 use optim::AdamW;
 pub use prepare::{execution, Prepared};
-use reference::Reference;
 pub use step::{step, step_backward, RefVals, StepOut};
 
 /// How a run ended.
@@ -70,7 +69,10 @@ pub struct Options {
 
 /// Train as the recipe says. Writes into `recipe.output.dir`.
 pub fn run(recipe: &Recipe, opts: &Options) -> Result<Outcome> {
-    let p = prepare::prepare(recipe, opts)?;
+    let spec = recipe
+        .spec()
+        .map_err(|(key, msg)| anyhow::anyhow!("{key} {msg}"))?;
+    let p = prepare::prepare(spec, opts)?;
     let out_dir = &recipe.output.dir;
     let mut opt = AdamW::new(&p.lora.vars(), recipe.train.weight_decay)?;
     let start_step = match opts.resume {
@@ -107,7 +109,11 @@ fn train_loop(
     bars: &MultiProgress,
     opts: &Options,
 ) -> Result<Option<Outcome>> {
-    let (t, out_dir, total_steps) = (&p.recipe.train, &p.recipe.output.dir, p.total_steps);
+    let (t, out_dir, total_steps) = (
+        &p.spec.recipe.train,
+        &p.spec.recipe.output.dir,
+        p.total_steps,
+    );
     let vars = p.lora.vars();
     let order = Order::new(p.train.pairs.len(), t.seed);
     let bar = bars.add(progress_bar(opts.progress, total_steps, start_step));
@@ -129,8 +135,8 @@ fn train_loop(
             let seed = SplitMix64::keyed(&[t.seed, 0xd50, step as u64, micro as u64]).next_u64();
             let (r, grads) = step_backward(
                 &p.loaded.model,
-                &p.loss.kind,
-                p.loss.rpo_alpha,
+                &p.spec.loss.kind,
+                p.spec.loss.rpo_alpha,
                 &pairs,
                 (&p.lora, seed),
                 p.refs_for(&idx, false),
@@ -206,7 +212,7 @@ fn train_loop(
 
 /// After the last step: the final evaluation, the adapter (PEFT) and the curves.
 fn finish(p: &Prepared, metrics: &mut Metrics, bars: &MultiProgress) -> Result<Outcome> {
-    let (out_dir, total_steps) = (&p.recipe.output.dir, p.total_steps);
+    let (out_dir, total_steps) = (&p.spec.recipe.output.dir, p.total_steps);
     if let Some(em) = p.evaluate(bars)? {
         metrics.eval(total_steps, p.epoch(total_steps), &em)?;
         eprintln!("eval @ step {total_steps}: loss {:.4}, rewards/accuracies {:.3}, rewards/margins {:.3}", em.loss, em.accuracies, em.margins);
@@ -214,7 +220,11 @@ fn finish(p: &Prepared, metrics: &mut Metrics, bars: &MultiProgress) -> Result<O
     let adapter = out_dir.join("adapter");
     peft::save(&p.lora, &adapter, &p.base, Some(&p.loaded.base_name()))?;
     let points = crate::plot::read_metrics(metrics.path())?;
-    let title = format!("{} on {}", p.recipe.loss.kind.name(), p.loaded.base_name());
+    let title = format!(
+        "{} on {}",
+        p.spec.recipe.loss.kind.name(),
+        p.loaded.base_name()
+    );
     crate::plot::plot_run(&points, &title, &out_dir.join("plot.png"))?;
     Ok(Outcome::Finished {
         adapter,
@@ -231,13 +241,13 @@ impl Prepared<'_> {
     /// The reference values of the pairs `idx` of the train (or, `eval`, the held-out) set.
     fn refs_for(&self, idx: &[usize], eval: bool) -> RefVals<'_> {
         match &self.reference {
-            Reference::AdaptersOff(frozen) => RefVals::Compute {
+            Reference::AdaptersOff => RefVals::Compute {
                 model: &self.loaded.model,
-                frozen: frozen.as_ref(),
+                frozen: self.frozen.as_ref(),
             },
-            Reference::Precomputed { train, eval: ev } => RefVals::Given(
+            Reference::Precomputed(v) => RefVals::Given(
                 idx.iter()
-                    .map(|&i| if eval { ev[i] } else { train[i] })
+                    .map(|&i| if eval { v.eval[i] } else { v.train[i] })
                     .collect(),
             ),
             Reference::None => RefVals::None,
@@ -248,8 +258,8 @@ impl Prepared<'_> {
     fn batch(&self, pairs: &[&TrainPair], policy: Adapters, refs: RefVals) -> Result<StepOut> {
         step(
             &self.loaded.model,
-            &self.loss.kind,
-            self.loss.rpo_alpha,
+            &self.spec.loss.kind,
+            self.spec.loss.rpo_alpha,
             pairs,
             policy,
             refs,
@@ -264,7 +274,7 @@ impl Prepared<'_> {
         };
         let bar = bars.add(eval_bar(eval.pairs.len()));
         let mut m = PairMetrics::default();
-        let bsz = self.recipe.train.batch_size;
+        let bsz = self.spec.recipe.train.batch_size;
         for start in (0..eval.pairs.len()).step_by(bsz) {
             let idx: Vec<usize> = (start..(start + bsz).min(eval.pairs.len())).collect();
             let pairs: Vec<&TrainPair> = idx.iter().map(|&i| &eval.pairs[i]).collect();

@@ -12,24 +12,26 @@ use std::time::Instant;
 
 use anyhow::{bail, Context, Result};
 
-use super::reference::{self, Reference};
+use super::reference::{self, Precomputed};
 use super::{checkpoint, memory, progress_bar, sets, Options};
 use crate::data::batch::{Limits, Order, PairSet, TrainPair};
-use crate::loss::Loss;
 use crate::model::peft::{self, BaseInfo};
 use crate::model::{Execution, Lora, LoraConfig};
-use crate::recipe::{Recipe, ReferenceMode};
+use crate::recipe::{Recipe, Reference, RunSpec};
 use crate::session::Loaded;
 
 /// Everything a step needs, prepared once.
 pub struct Prepared<'a> {
-    pub recipe: &'a Recipe,
+    /// The recipe resolved: its sections, the loss, the reference.
+    pub spec: RunSpec<'a>,
     pub loaded: Loaded,
     pub train: PairSet,
     pub eval: Option<PairSet>,
-    /// The loss and its parameters (`loss:` resolved).
-    pub loss: Loss,
-    pub reference: Reference,
+    /// The reference, its precomputed values read or computed.
+    pub reference: Reference<Precomputed>,
+    /// The frozen `lora.init_from` adapter the reference runs with under
+    /// [`Reference::AdaptersOff`] (`None` otherwise).
+    pub frozen: Option<Lora>,
     pub base: BaseInfo,
     /// The adapters being trained.
     pub lora: Lora,
@@ -41,7 +43,8 @@ pub struct Prepared<'a> {
 
 /// Check the output folder, open the device, plan the memory, load the model, read the data,
 /// make the adapters and the reference.
-pub fn prepare<'a>(recipe: &'a Recipe, opts: &Options) -> Result<Prepared<'a>> {
+pub fn prepare<'a>(spec: RunSpec<'a>, opts: &Options) -> Result<Prepared<'a>> {
+    let recipe = spec.recipe;
     let out_dir = &recipe.output.dir;
     prepare_output(out_dir, opts.resume)?;
     let exec = execution(recipe)?;
@@ -97,24 +100,23 @@ pub fn prepare<'a>(recipe: &'a Recipe, opts: &Options) -> Result<Prepared<'a>> {
     );
 
     let (lora, frozen_init) = adapters(recipe, &loaded)?;
-    let loss = recipe
-        .loss
-        .resolve()
-        .map_err(|(key, msg)| anyhow::anyhow!("{key} {msg}"))?;
     let base = BaseInfo::of(&loaded.model, Some(&loaded.path));
     let mut p = Prepared {
-        recipe,
+        spec,
         loaded,
         train,
         eval,
-        loss,
         reference: Reference::None,
+        frozen: None,
         base,
         lora,
         pairs_per_step,
         total_steps,
     };
-    p.reference = build_reference(&p, &data_files, frozen_init, opts.progress)?;
+    p.reference = build_reference(&p, &data_files, frozen_init.as_ref(), opts.progress)?;
+    if matches!(p.reference, Reference::AdaptersOff) {
+        p.frozen = frozen_init;
+    }
     Ok(p)
 }
 
@@ -285,16 +287,15 @@ fn adapters(recipe: &Recipe, loaded: &Loaded) -> Result<(Lora, Option<Lora>)> {
 fn build_reference(
     p: &Prepared,
     data_files: &[PathBuf],
-    frozen: Option<Lora>,
+    frozen: Option<&Lora>,
     progress: bool,
-) -> Result<Reference> {
-    let r = p.recipe;
-    if !p.loss.kind.uses_reference() {
-        return Ok(Reference::None);
-    }
-    if r.reference.mode == ReferenceMode::AdaptersOff {
-        return Ok(Reference::AdaptersOff(frozen));
-    }
+) -> Result<Reference<Precomputed>> {
+    let r = p.spec.recipe;
+    let dir = match &p.spec.reference {
+        Reference::None => return Ok(Reference::None),
+        Reference::AdaptersOff => return Ok(Reference::AdaptersOff),
+        Reference::Precomputed(dir) => dir,
+    };
     let files: Vec<&Path> = data_files.iter().map(PathBuf::as_path).collect();
     let reading = format!(
         "{} | {} | {:?} | {:?}",
@@ -321,18 +322,13 @@ fn build_reference(
         backend: model.backend(),
     })
     .context("reference cache key")?;
-    let dir = r
-        .reference
-        .cache_dir
-        .clone()
-        .unwrap_or_else(reference::default_cache_dir);
     let n_eval = p.eval.as_ref().map_or(0, |e| e.pairs.len());
-    if let Some((train, eval)) = reference::load_cached(&dir, &key, p.train.pairs.len(), n_eval) {
+    if let Some((train, eval)) = reference::load_cached(dir, &key, p.train.pairs.len(), n_eval) {
         eprintln!(
             "reference: precomputed log-probs reused from {}",
             dir.join(format!("{key}.json")).display()
         );
-        return Ok(Reference::Precomputed { train, eval });
+        return Ok(Reference::Precomputed(Precomputed { train, eval }));
     }
     let started = Instant::now();
     let all: Vec<(&TrainPair, bool)> = p
@@ -351,7 +347,7 @@ fn build_reference(
     let (mut train, mut eval) = (Vec::new(), Vec::new());
     for chunk in all.chunks(r.train.batch_size) {
         let pairs: Vec<&TrainPair> = chunk.iter().map(|(pair, _)| *pair).collect();
-        let vals = reference::compute(&p.loaded.model, frozen.as_ref(), &pairs)?;
+        let vals = reference::compute(&p.loaded.model, frozen, &pairs)?;
         for ((_, is_eval), v) in chunk.iter().zip(vals) {
             if *is_eval {
                 eval.push(v)
@@ -362,7 +358,7 @@ fn build_reference(
         bar.inc(chunk.len() as u64);
     }
     bar.finish_and_clear();
-    let path = reference::store(&dir, &key, &train, &eval)
+    let path = reference::store(dir, &key, &train, &eval)
         .with_context(|| format!("{}: cannot write the reference cache", dir.display()))?;
     eprintln!(
         "reference: precomputed {} pairs in {:.1} s, cached at {}",
@@ -370,7 +366,7 @@ fn build_reference(
         started.elapsed().as_secs_f64(),
         path.display()
     );
-    Ok(Reference::Precomputed { train, eval })
+    Ok(Reference::Precomputed(Precomputed { train, eval }))
 }
 
 /// The output folder must be new (or hold this run when resuming) and writable.

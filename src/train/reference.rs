@@ -1,5 +1,8 @@
 //! π_ref's log-probs: from the same loaded base with adapters off (plus a frozen `init_from`
-//! adapter) at every step, or precomputed once and cached on disk.
+//! adapter) at every step, or precomputed once and cached on disk (which of them a run uses is
+//! `recipe::Reference`, decided when the recipe is resolved).
+//!
+//! Owns: computing a micro-batch's values, a run's [`Precomputed`] values, and their cache.
 //!
 //! The cache key is a SHA-256 over everything the values depend on ([`KeyInputs`]): the model
 //! file, the data files and how their records were read, the truncation settings and BOS rule, the held-out split, the
@@ -19,17 +22,11 @@ use crate::model::{Adapters, Backend, Lora, Model, Scored};
 /// Reference `(chosen, rejected)` sums, one per pair.
 pub type PairValues = Vec<(f32, f32)>;
 
-/// Where the reference values of a batch come from.
-pub enum Reference {
-    /// Computed at each step; `Some(frozen)` when the run started from an adapter.
-    AdaptersOff(Option<Lora>),
-    /// Values per pair, indexed like the train / eval pair sets.
-    Precomputed {
-        train: Vec<(f32, f32)>,
-        eval: Vec<(f32, f32)>,
-    },
-    /// The loss needs none (SimPO, ORPO).
-    None,
+/// A run's precomputed reference values, per pair, indexed like the train / eval pair sets (a
+/// run's reference is a `Reference<Precomputed>`).
+pub struct Precomputed {
+    pub train: PairValues,
+    pub eval: PairValues,
 }
 
 /// Reference `(chosen, rejected)` log-prob sums of `pairs`, batched, no gradient graph.
@@ -119,14 +116,6 @@ pub fn cache_key(k: &KeyInputs) -> std::io::Result<String> {
         h.update(std::fs::read(dir.join("adapter_config.json")).unwrap_or_default());
     }
     Ok(format!("{:x}", h.finalize()))
-}
-
-pub fn default_cache_dir() -> PathBuf {
-    match std::env::var_os("DPO_LORA_CACHE") {
-        Some(d) => PathBuf::from(d).join("reference"),
-        None => PathBuf::from(std::env::var_os("HOME").unwrap_or_default())
-            .join(".cache/dpo-lora/reference"),
-    }
 }
 
 #[derive(serde::Serialize, serde::Deserialize)]
