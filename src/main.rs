@@ -23,6 +23,7 @@ fn main() {
     unsafe {
         libc::mallopt(libc::M_ARENA_MAX, 1);
     }
+    dpo_lora::errors::install_panic_hook();
     let cli = Cli::parse();
     if let Err(e) = dpo_lora::cmd::run(cli) {
         eprintln!("error: {}", dpo_lora::errors::one_line(&e));

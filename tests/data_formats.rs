@@ -765,3 +765,23 @@ fn exports_carry_the_chat_template_the_run_used() {
     let f = GgufFile::open(later.join("model.gguf")).unwrap();
     assert_eq!(f.opt_str("tokenizer.chat_template").unwrap(), Some(gemma));
 }
+
+/// Parquet files the fuzzer (`fuzz/`, target `record_parquet`) found to panic inside the
+/// `parquet` crate: each is now a one-line error naming the file, exit 2, no panic report.
+#[test]
+fn corrupt_parquet_files_found_by_fuzzing_are_one_line_errors() {
+    let dir = tempfile::tempdir().unwrap();
+    let model = synth_model(dir.path(), SynthArch::Llama);
+    for name in [
+        "parquet-capacity-overflow.parquet",
+        "parquet-thrift-unwrap.parquet",
+    ] {
+        let data = repo().join("tests/data/fuzz").join(name);
+        let o = bin()
+            .args(["score", "--model", model.to_str().unwrap(), "--data"])
+            .arg(&data)
+            .output()
+            .unwrap();
+        assert_user_error(&o, &[name, "cannot read it as Parquet"]);
+    }
+}

@@ -12,15 +12,36 @@ use serde_json::Value;
 
 use super::DataError;
 
+/// A Parquet error, or a panic inside the `parquet` crate (some corrupt files make it unwrap a
+/// missing field or overflow a capacity; found by fuzzing, `fuzz/`), as one message.
+fn read_err(what: String, e: String) -> DataError {
+    DataError::Source {
+        what,
+        msg: format!("cannot read it as Parquet ({e}); is the file truncated or not Parquet?"),
+    }
+}
+
+/// `f`, a call into the `parquet` crate, with its panics contained (see [`read_err`]).
+fn guarded<T>(
+    what: impl Fn() -> String,
+    f: impl FnOnce() -> parquet::errors::Result<T>,
+) -> Result<T, DataError> {
+    match crate::errors::contain(f) {
+        Ok(Ok(v)) => Ok(v),
+        Ok(Err(e)) => Err(read_err(what(), e.to_string())),
+        Err(panic) => Err(read_err(what(), format!("the reader failed: {panic}"))),
+    }
+}
+
 fn open(path: &Path) -> Result<SerializedFileReader<File>, DataError> {
     let file = File::open(path).map_err(|err| DataError::Read {
         path: path.to_path_buf(),
         err,
     })?;
-    SerializedFileReader::new(file).map_err(|e| DataError::Source {
-        what: path.display().to_string(),
-        msg: format!("cannot read it as Parquet ({e})"),
-    })
+    guarded(
+        || path.display().to_string(),
+        || SerializedFileReader::new(file),
+    )
 }
 
 /// The row count in the file's footer.
@@ -37,18 +58,15 @@ pub fn for_each_row<E: From<DataError>>(
     path: &Path,
     mut f: impl FnMut(usize, Value) -> Result<(), E>,
 ) -> Result<(), E> {
-    let bad = |row: Option<usize>, e: parquet::errors::ParquetError| DataError::Source {
-        what: match row {
-            Some(i) => format!("{}: row {i}", path.display()),
-            None => path.display().to_string(),
-        },
-        msg: format!("cannot read it as Parquet ({e})"),
-    };
     let reader = open(path)?;
-    let rows = reader.get_row_iter(None).map_err(|e| bad(None, e))?;
-    for (i, row) in rows.enumerate() {
-        let row = row.map_err(|e| bad(Some(i), e))?;
-        f(i, row.to_json_value())?;
+    let mut rows = guarded(|| path.display().to_string(), || reader.get_row_iter(None))?;
+    for i in 0.. {
+        let at = || format!("{}: row {i}", path.display());
+        let Some(row) = guarded(at, || rows.next().transpose())? else {
+            break;
+        };
+        let value = guarded(at, || Ok(row.to_json_value()))?;
+        f(i, value)?;
     }
     Ok(())
 }
