@@ -15,9 +15,9 @@ use super::flops::{self, Shapes};
 use super::{Mode, Row, Workload};
 use crate::data::batch::{load_pairs, Limits, TrainPair};
 use crate::loss::PreferenceLoss;
-use crate::model::{Adapters, Lora, LoraConfig, Model, Target};
+use crate::model::{Adapters, LoraConfig, Model, Target};
 use crate::recipe::{LossSection, Truncation};
-use crate::session::Loaded;
+use crate::session::{Choices, Loaded, Naming};
 use crate::train::memory::{self, KeepName};
 use crate::train::{self, optim, pairwise, reference, RefVals};
 
@@ -113,9 +113,12 @@ fn row(
 /// Run `job` in this process: its rows (two for `dpo-precomputed`: the one-off precompute, then
 /// training). `progress(done, total)` is called after every step.
 pub fn run(job: &Job, progress: &mut dyn FnMut(usize, usize)) -> Result<Vec<Row>> {
-    let device = job.device.open()?;
-    let exec = crate::model::Execution::choose(device.clone(), job.dtype, job.backend)
-        .map_err(|e| anyhow::anyhow!("--dtype {:?} --backend {}: {e}", job.dtype, job.backend))?;
+    let choices = Choices {
+        device: job.device,
+        dtype: job.dtype,
+        backend: job.backend,
+    };
+    let exec = choices.execution(false, Naming::Flags)?;
     let mut loaded = Loaded::open_on(job.model, &exec)?;
     loaded.model.set_checkpointing(job.gradient_checkpointing);
     loaded.model.set_checkpoint_keep(job.keep.keep());
@@ -167,7 +170,7 @@ pub fn run(job: &Job, progress: &mut dyn FnMut(usize, usize)) -> Result<Vec<Row>
     if job.mode == Mode::SecondCopy {
         predicted = predicted.with_second_copy();
     }
-    let lora = Lora::init(
+    let lora = loaded.fresh_lora(
         LoraConfig {
             rank: LORA_RANK,
             alpha: LORA_ALPHA,
@@ -175,10 +178,7 @@ pub fn run(job: &Job, progress: &mut dyn FnMut(usize, usize)) -> Result<Vec<Row>
             targets: Target::ALL.to_vec(),
             use_rslora: false,
         },
-        model.config.n_layer,
-        |il, t| model.linear_dims(il, t),
         0,
-        &device,
     )?;
     let vars = lora.vars();
     let mut opt = optim::AdamW::new(&vars, 0.0)?;

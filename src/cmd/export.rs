@@ -72,11 +72,8 @@ pub fn run(a: ExportArgs) -> Result<()> {
         use_run_template(&mut base, t.as_deref(), kwargs)?;
     }
     let lora = match (&adapter, a.base_only) {
-        (Some(d), false) => Some(crate::model::peft::load(
-            d,
-            &base.model,
-            &candle_core::Device::Cpu,
-        )?),
+        // `Loaded::open` loads on the CPU, so the adapter lands there too.
+        (Some(d), false) => Some(base.adapter(d)?),
         _ => None,
     };
     let held = match &lora {

@@ -12,8 +12,9 @@ use crate::model::Adapters;
 use crate::tokenizer::Message;
 
 pub fn run(a: GenerateArgs) -> Result<()> {
-    let (f, model, tok) = super::load(&a.model)?;
-    let lora = super::adapter(a.adapter.as_deref(), &model)?;
+    let l = super::load(&a.model)?;
+    let lora = super::adapter(a.adapter.as_deref(), &l)?;
+    let (model, tok) = (&l.model, &l.tok);
     let adapters = lora.as_ref().map_or(Adapters::Off, Adapters::On);
     if !(a.temperature >= 0.0 && a.temperature.is_finite()) {
         anyhow::bail!(
@@ -24,7 +25,7 @@ pub fn run(a: GenerateArgs) -> Result<()> {
     let mut ids = if a.chat {
         let tpl = tok
             .chat_template()
-            .with_context(|| format!("{}: no chat template; drop --chat", f.path.display()))?;
+            .with_context(|| format!("{}: no chat template; drop --chat", l.path.display()))?;
         let text = tpl.render(
             &[Message {
                 role: "user".into(),

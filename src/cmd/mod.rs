@@ -13,9 +13,7 @@ mod tokenize;
 use anyhow::Result;
 
 use crate::cli::{Cli, Command};
-use crate::gguf::GgufFile;
-use crate::model::Model;
-use crate::tokenizer::Tokenizer;
+use crate::session::{Choices, Loaded, Naming};
 
 pub fn run(cli: Cli) -> Result<()> {
     match cli.command {
@@ -34,21 +32,22 @@ pub fn run(cli: Cli) -> Result<()> {
 pub(crate) use crate::session::{open_file as open, tokenizer};
 
 /// The model (on the device asked for) and its tokenizer.
-pub(crate) fn load(a: &crate::cli::ModelArg) -> Result<(GgufFile, Model, Tokenizer)> {
-    let device = a.device.open_and_report()?;
-    let exec = crate::model::Execution::choose(device, a.dtype, a.backend)
-        .map_err(|e| anyhow::anyhow!("--dtype {:?} --backend {}: {e}", a.dtype, a.backend))?;
-    let l = crate::session::Loaded::open_on(&a.model, &exec)?;
-    Ok((l.file, l.model, l.tok))
+pub(crate) fn load(a: &crate::cli::ModelArg) -> Result<Loaded> {
+    let choices = Choices {
+        device: a.device,
+        dtype: a.dtype,
+        backend: a.backend,
+    };
+    Loaded::open_on(&a.model, &choices.execution(true, Naming::Flags)?)
 }
 
-/// A PEFT adapter for `model`, if one was asked for.
+/// A PEFT adapter for the model, if one was asked for.
 pub(crate) fn adapter(
     dir: Option<&std::path::Path>,
-    model: &Model,
+    l: &Loaded,
 ) -> Result<Option<crate::model::Lora>> {
     match dir {
-        Some(d) => Ok(Some(crate::model::peft::load(d, model, model.device())?)),
+        Some(d) => Ok(Some(l.adapter(d)?)),
         None => Ok(None),
     }
 }

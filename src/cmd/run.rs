@@ -82,7 +82,7 @@ fn export_all(recipe: &Recipe, adapter: &std::path::Path) -> Result<()> {
         recipe.data.chat_template.as_deref(),
         &recipe.data.template_kwargs,
     )?;
-    let lora = crate::model::peft::load(adapter, &base.model, &candle_core::Device::Cpu)?;
+    let lora = base.adapter(adapter)?;
     let prov =
         crate::export::Provenance::from_run(&recipe.output.dir, super::export::command_line());
     let merged = recipe.output.export.iter().any(|s| {

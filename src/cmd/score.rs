@@ -11,13 +11,15 @@ use crate::data::{encode_pair, read_all, ReadSpec, Sources};
 use crate::model::{Adapters, Scored};
 
 pub fn run(a: ScoreArgs) -> Result<()> {
-    let (_f, model, mut tok) = super::load(&a.model)?;
-    tok.set_chat_template(
-        a.chat_template.as_deref(),
-        &a.template_kwargs.clone().unwrap_or_default(),
-    )
-    .map_err(|e| anyhow::anyhow!("--chat-template: {e}"))?;
-    let lora = super::adapter(a.adapter.as_deref(), &model)?;
+    let mut l = super::load(&a.model)?;
+    l.tok
+        .set_chat_template(
+            a.chat_template.as_deref(),
+            &a.template_kwargs.clone().unwrap_or_default(),
+        )
+        .map_err(|e| anyhow::anyhow!("--chat-template: {e}"))?;
+    let lora = super::adapter(a.adapter.as_deref(), &l)?;
+    let (model, tok) = (&l.model, &l.tok);
     let adapters = lora.as_ref().map_or(Adapters::Off, Adapters::On);
     let records = read_all(
         &Sources::one(a.data.to_string_lossy()),

@@ -15,10 +15,10 @@ use anyhow::{bail, Context, Result};
 use super::reference::{self, Precomputed};
 use super::{checkpoint, memory, progress_bar, sets, Options};
 use crate::data::batch::{Limits, Order, PairSet, TrainPair};
-use crate::model::peft::{self, BaseInfo};
+use crate::model::peft::BaseInfo;
 use crate::model::{Execution, Lora, LoraConfig};
 use crate::recipe::{Recipe, Reference, RunSpec};
-use crate::session::Loaded;
+use crate::session::{Choices, Loaded, Naming};
 
 /// Everything a step needs, prepared once.
 pub struct Prepared<'a> {
@@ -122,14 +122,12 @@ pub fn prepare<'a>(spec: RunSpec<'a>, opts: &Options) -> Result<Prepared<'a>> {
 
 /// The device, activation type and backend the recipe asks for (the device opened and reported).
 pub fn execution(recipe: &Recipe) -> Result<Execution> {
-    let device = recipe.device.open_and_report().context("device")?;
-    Execution::choose(device, recipe.dtype, recipe.backend).map_err(|e| {
-        anyhow::anyhow!(
-            "dtype: {:?}, backend: {}: {e}",
-            recipe.dtype,
-            recipe.backend
-        )
-    })
+    Choices {
+        device: recipe.device,
+        dtype: recipe.dtype,
+        backend: recipe.backend,
+    }
+    .execution(true, Naming::Recipe)
 }
 
 /// Print the memory plan and choose the keep level; refuse a plan over the free memory (or
@@ -244,11 +242,10 @@ fn plan_for_data(
 /// The adapters to train: fresh, or continued from `lora.init_from`, which is then also the
 /// frozen reference (the second value).
 fn adapters(recipe: &Recipe, loaded: &Loaded) -> Result<(Lora, Option<Lora>)> {
-    let model = &loaded.model;
     let lc = &recipe.lora;
     match &lc.init_from {
         Some(dir) => {
-            let l = peft::load(dir, model, model.device()).context("lora.init_from")?;
+            let l = loaded.adapter(dir).context("lora.init_from")?;
             if l.config.rank != lc.rank
                 || l.config.targets != lc.target_modules
                 || l.config.alpha != lc.alpha
@@ -269,14 +266,7 @@ fn adapters(recipe: &Recipe, loaded: &Loaded) -> Result<(Lora, Option<Lora>)> {
                 targets: lc.target_modules.clone(),
                 use_rslora: lc.use_rslora,
             };
-            let lora = Lora::init(
-                config,
-                model.config.n_layer,
-                |il, t| model.linear_dims(il, t),
-                recipe.train.seed,
-                model.device(),
-            )?;
-            Ok((lora, None))
+            Ok((loaded.fresh_lora(config, recipe.train.seed)?, None))
         }
     }
 }
