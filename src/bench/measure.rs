@@ -4,7 +4,9 @@
 //! Every mode trains the same LoRA (rank 8, alpha 16, the 7 projections, dropout 0) with the same
 //! AdamW update as `dpo-lora run` ([`train::step_backward`], [`optim::apply`]), 2 pairs per step, the
 //! pairs of the workload file in order. A step is timed from the policy forward to the end of the
-//! optimizer update; warm-up steps are not timed.
+//! optimizer update; warm-up steps are not timed. The model and the adapters are loaded as `dpo-lora
+//! run` loads them (`session`); the workload's pairs and the reference of each mode are the
+//! bench's own, since they are what it measures.
 
 use std::path::Path;
 use std::time::Instant;

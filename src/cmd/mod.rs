@@ -1,4 +1,6 @@
-//! One function per subcommand: validated arguments in, output on stdout, progress on stderr.
+//! One function per subcommand: validated arguments in, output on stdout, progress on stderr;
+//! and how `score` and `generate` load their model and adapter (through `session`, as `run` and
+//! `bench` do).
 
 mod bench;
 mod export;

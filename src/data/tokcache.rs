@@ -6,7 +6,7 @@
 //! its length, and a magic. Written to a temporary name and renamed into place when complete:
 //! a run stopped while tokenizing leaves no cache, never a half one. Every size read back is
 //! checked against the file's length before anything is allocated from it; a file that does not
-//! check out is ignored (and rewritten). Does not: choose the key's inputs (see `train`).
+//! check out is ignored (and rewritten). Does not: choose the key's inputs (see `train::sets`).
 
 use std::fs::File;
 use std::io::{BufReader, Read, Seek, SeekFrom, Write};

@@ -1,8 +1,11 @@
-//! The model: a frozen quantized GGUF base (+ optional LoRA adapters), run over whole padded
-//! sequences for training and scoring.
+//! The model: a frozen quantized GGUF base (+ optional LoRA adapters), run over whole sequences
+//! for training and scoring: a preference pair packed in one row with the prompt it shares
+//! computed once (`pack`), or sequences batched with right padding.
 //!
 //! Owns: loading the base from GGUF (weights stay in their quant types), the differentiable
-//! forward (no KV cache; causal and sliding-window masks), and summed completion log-probs.
+//! forward (no KV cache; causal and sliding-window masks; blocks recomputed in the backward,
+//! `recompute`), how it executes (`backend`, fixed at load), LoRA adapters and PEFT folders
+//! (`lora`, `peft`), and summed completion log-probs.
 //! Does not: tokenize (see `tokenizer`), build batches from records (see `data`), or know losses.
 //!
 //! Every tensor inside dpo-lora is in Hugging Face's layout: llama.cpp's Q/K row permutation for

@@ -1,4 +1,5 @@
-//! The recipe: what `dpo-lora run` trains, as YAML, validated into one typed value.
+//! The recipe: what `dpo-lora run` trains, as YAML, validated, then resolved into one value
+//! ([`RunSpec`], `run`: the loss and the reference decided) that the training stages receive.
 //!
 //! Owns: the recipe schema (every key, its default and its meaning; one file per section, and
 //! the values the stages are configured with: `device`, `data`, `sources`, `lora`, `loss`,
