@@ -527,3 +527,18 @@ fn oversized_inputs_are_refused_before_they_allocate() {
     ]);
     assert_user_error(&o, &["lora.rank: 100000", "use 1 to"]);
 }
+
+/// A GGUF the fuzzer found (`fuzz/`, target `gguf`; tests/data/README.md): a tensor whose
+/// dimensions multiply past `usize`. candle's reader overflowed on it (a panic with overflow
+/// checks, a wrong size and a garbage read without); loading now stops at that tensor.
+#[test]
+fn a_tensor_whose_size_overflows_is_refused_before_it_is_read() {
+    use dpo_lora::model::{Execution, Model};
+    let path = common::repo().join("tests/data/fuzz/gguf-shape-overflow.gguf");
+    let f = dpo_lora::gguf::GgufFile::open(&path).unwrap();
+    let e = Model::load(&f, &Execution::cpu())
+        .err()
+        .expect("a model with an overflowing tensor size must not load")
+        .to_string();
+    assert!(e.contains("runs past the end"), "{e}");
+}

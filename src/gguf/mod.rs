@@ -349,6 +349,30 @@ impl GgufFile {
                 ),
             });
         }
+        // The data's size, from dimensions read from the file: checked before candle allocates
+        // a buffer of that size (an overflowing product panicked there; found by fuzzing).
+        let dtype = info.ggml_dtype;
+        let end = expected
+            .iter()
+            .try_fold(1usize, |n, &d| n.checked_mul(d))
+            .and_then(|n| (n / dtype.block_size()).checked_mul(dtype.type_size()))
+            .and_then(|bytes| u64::try_from(bytes).ok())
+            .and_then(|bytes| {
+                self.content
+                    .tensor_data_offset
+                    .checked_add(info.offset)?
+                    .checked_add(bytes)
+            });
+        if end.is_none_or(|end| end > self.file_size) {
+            return Err(GgufError::Tensor {
+                path: self.path.clone(),
+                name: name.to_string(),
+                reason: format!(
+                    "its data ({expected:?} {dtype:?} at offset {}) runs past the end of the {}-byte file; is the file truncated?",
+                    info.offset, self.file_size
+                ),
+            });
+        }
         let mut reader = self.reader.borrow_mut();
         info.read(&mut *reader, self.content.tensor_data_offset, device)
             .map_err(|e| GgufError::Tensor {
