@@ -33,9 +33,9 @@ pub fn run(a: GenerateArgs) -> Result<()> {
             }],
             true,
         )?;
-        with_bos(&tok, &text, true)
+        with_bos(tok, &text, true)
     } else {
-        with_bos(&tok, &a.prompt, false)
+        with_bos(tok, &a.prompt, false)
     };
     if ids.is_empty() {
         anyhow::bail!("the prompt is empty and the model adds no BOS; give a prompt");

@@ -31,7 +31,7 @@ pub fn run(a: ScoreArgs) -> Result<()> {
     let limit = a.max_length.unwrap_or(model.config.context_length);
     let mut pairs = Vec::with_capacity(records.len());
     for r in &records {
-        let p = encode_pair(&tok, r).with_context(|| r.at.to_string())?;
+        let p = encode_pair(tok, r).with_context(|| r.at.to_string())?;
         for (name, side) in [("chosen", &p.chosen), ("rejected", &p.rejected)] {
             if side.ids.len() > limit {
                 anyhow::bail!(
