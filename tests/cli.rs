@@ -542,3 +542,20 @@ fn a_tensor_whose_size_overflows_is_refused_before_it_is_read() {
         .to_string();
     assert!(e.contains("runs past the end"), "{e}");
 }
+
+/// A GGUF the fuzzer found: `block_count` ~10^11, which sized the block list before any block
+/// was read and aborted the process on the failed allocation. It is now refused from the
+/// tensor count, before anything is allocated from it.
+#[test]
+fn an_impossible_block_count_is_refused_before_allocating() {
+    use dpo_lora::model::{Execution, Model};
+    let path = common::repo().join("tests/data/fuzz/gguf-block-count.gguf");
+    let f = dpo_lora::gguf::GgufFile::open(&path).unwrap();
+    let e = Model::load(&f, &Execution::cpu())
+        .err()
+        .expect("a model with an impossible block count must not load")
+        .to_string();
+    assert!(e.contains("block_count") && e.contains("impossible"), "{e}");
+    let o = run(&["inspect", path.to_str().unwrap()]);
+    assert_user_error(&o, &["gguf-block-count.gguf", "block_count"]);
+}

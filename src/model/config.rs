@@ -173,11 +173,21 @@ impl Config {
             ),
             _ => (None, 1),
         };
+        // A count read from the file sizes the block list: it must be possible before anything
+        // is allocated from it (each block has several tensors; the fuzzer's `gguf` target found
+        // a block_count of ~10^11 that aborted the process on the allocation).
+        let n_layer = f.get_usize(&key("block_count"))?;
+        let tensors = f.tensor_names().len();
+        if n_layer == 0 || n_layer > tensors {
+            return Err(bad(format!(
+                "block_count {n_layer} is impossible: the file has {tensors} tensors"
+            )));
+        }
         let rms_eps = f.get_f64(&key("attention.layer_norm_rms_epsilon"))?;
         let rope_base = f.opt_f64(&key("rope.freq_base"))?.unwrap_or(10_000.0) as f32;
         Ok(Self {
             arch,
-            n_layer: f.get_usize(&key("block_count"))?,
+            n_layer,
             hidden,
             n_head,
             n_kv_head,
