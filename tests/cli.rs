@@ -528,18 +528,24 @@ fn oversized_inputs_are_refused_before_they_allocate() {
     assert_user_error(&o, &["lora.rank: 100000", "use 1 to"]);
 }
 
-/// A GGUF the fuzzer found (`fuzz/`, target `gguf`; tests/data/README.md): a tensor whose
-/// dimensions multiply past `usize`. candle's reader overflowed on it (a panic with overflow
-/// checks, a wrong size and a garbage read without); loading now stops at that tensor.
+/// The error `Model::load` gives on a GGUF the fuzzer found (`tests/data/fuzz/NAME`;
+/// tests/data/README.md), which must not load.
+fn fuzz_gguf_load_error(name: &str) -> String {
+    use dpo_lora::model::{Execution, Model};
+    let path = common::repo().join("tests/data/fuzz").join(name);
+    let f = dpo_lora::gguf::GgufFile::open(&path).unwrap();
+    Model::load(&f, &Execution::cpu())
+        .err()
+        .unwrap_or_else(|| panic!("{name} must not load"))
+        .to_string()
+}
+
+/// A GGUF the fuzzer found (`fuzz/`, target `gguf`): a tensor whose dimensions multiply past
+/// `usize`. candle's reader overflowed on it (a panic with overflow checks, a wrong size and a
+/// garbage read without); loading now stops at that tensor.
 #[test]
 fn a_tensor_whose_size_overflows_is_refused_before_it_is_read() {
-    use dpo_lora::model::{Execution, Model};
-    let path = common::repo().join("tests/data/fuzz/gguf-shape-overflow.gguf");
-    let f = dpo_lora::gguf::GgufFile::open(&path).unwrap();
-    let e = Model::load(&f, &Execution::cpu())
-        .err()
-        .expect("a model with an overflowing tensor size must not load")
-        .to_string();
+    let e = fuzz_gguf_load_error("gguf-shape-overflow.gguf");
     assert!(e.contains("runs past the end"), "{e}");
 }
 
@@ -548,14 +554,9 @@ fn a_tensor_whose_size_overflows_is_refused_before_it_is_read() {
 /// tensor count, before anything is allocated from it.
 #[test]
 fn an_impossible_block_count_is_refused_before_allocating() {
-    use dpo_lora::model::{Execution, Model};
-    let path = common::repo().join("tests/data/fuzz/gguf-block-count.gguf");
-    let f = dpo_lora::gguf::GgufFile::open(&path).unwrap();
-    let e = Model::load(&f, &Execution::cpu())
-        .err()
-        .expect("a model with an impossible block count must not load")
-        .to_string();
+    let e = fuzz_gguf_load_error("gguf-block-count.gguf");
     assert!(e.contains("block_count") && e.contains("impossible"), "{e}");
+    let path = common::repo().join("tests/data/fuzz/gguf-block-count.gguf");
     let o = run(&["inspect", path.to_str().unwrap()]);
     assert_user_error(&o, &["gguf-block-count.gguf", "block_count"]);
 }

@@ -177,7 +177,7 @@ impl Config {
         // is allocated from it (each block has several tensors; the fuzzer's `gguf` target found
         // a block_count of ~10^11 that aborted the process on the allocation).
         let n_layer = f.get_usize(&key("block_count"))?;
-        let tensors = f.tensor_names().len();
+        let tensors = f.content.tensor_infos.len();
         if n_layer == 0 || n_layer > tensors {
             return Err(bad(format!(
                 "block_count {n_layer} is impossible: the file has {tensors} tensors"
